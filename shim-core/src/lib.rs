@@ -1,0 +1,68 @@
+//! The shim's core: the transport-agnostic [`Shim`] trait, its errors, the
+//! process [`Reaper`], the [`EventBus`], and [`RuncShim`], a shim that runs
+//! one container with runc.
+//!
+//! # Process model
+//!
+//! One shim holds one container. [`RuncShim`] runs `runc create` for the
+//! container's init, `runc exec --detach` for each extra process, and owns
+//! their stdio: it gives runc pipes (or a console socket for a terminal) and
+//! copies between those and the client's FIFOs or files. The shim is a child
+//! subreaper, so the container's processes are re-parented to it when runc
+//! exits, and one [`Reaper`] per process owns `waitpid` for all of them and
+//! for the runc processes themselves.
+//!
+//! # Event ordering
+//!
+//! Every subscriber of [`Shim::events`] gets every event, in this order:
+//! `CREATED` before `STARTED` before the init's `EXIT`; a process's
+//! `EXEC_ADDED` before its `EXIT`; an `OOM` before the init `EXIT` it caused;
+//! the init's `EXIT` after the `EXIT`s of the execs that died with it. An
+//! `EXIT` is published only once the process's output has been copied out
+//! (bounded by a grace period without progress, so a background child that
+//! holds the pipe open cannot delay it forever). `exit_status` is the exit
+//! code, or 128 + the signal number.
+//!
+//! # Errors
+//!
+//! Every operation returns [`ShimError`], whose [`ShimError::code`] names the
+//! gRPC status a transport sends: bad input is `InvalidArgument`, an unknown
+//! pid `NotFound`, a second `Create` `AlreadyExists`, an operation in the
+//! wrong lifecycle state `FailedPrecondition`, and a failing runtime
+//! `Internal` with runc's own message.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use shim_core::{Reaper, RuncConfig, RuncShim, Shim};
+//! use shim_proto::v1::{CreateRequest, DeleteRequest, StartRequest, WaitRequest};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let reaper = Reaper::start()?; // once per process
+//! let shim: Arc<dyn Shim> = Arc::new(RuncShim::new(RuncConfig::new("/run/my-shim/work"), reaper)?);
+//! let created = shim
+//!     .create(CreateRequest { id: "web".into(), bundle: "/srv/bundles/web".into(), ..Default::default() })
+//!     .await?;
+//! shim.start(StartRequest {}).await?;
+//! let exit = shim.wait(WaitRequest { pid: created.pid }).await?;
+//! shim.delete(DeleteRequest { pid: created.pid }).await?;
+//! println!("exited with {}", exit.exit_status);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod error;
+pub mod events;
+pub mod reaper;
+pub mod runc;
+pub mod shim;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{Code, Result, ShimError};
+pub use events::EventBus;
+pub use reaper::{Exit, Reaper};
+pub use runc::{RuncConfig, RuncShim};
+pub use shim::{EventStream, Shim};
+pub use shim_proto as proto;

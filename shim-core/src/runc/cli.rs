@@ -1,0 +1,170 @@
+//! Running the OCI runtime's command line.
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use tokio::io::AsyncReadExt;
+
+use crate::error::{Result, ShimError};
+use crate::reaper::Reaper;
+
+/// Most bytes of runtime output kept for an error message.
+const MAX_MESSAGE: usize = 4096;
+
+/// The stdio given to one runtime invocation; `None` is `/dev/null`.
+#[derive(Default)]
+pub(crate) struct RuncStdio {
+    pub stdin: Option<Stdio>,
+    pub stdout: Option<Stdio>,
+    pub stderr: Option<Stdio>,
+}
+
+/// One runtime binary with its global flags.
+#[derive(Debug, Clone)]
+pub(crate) struct RuncCli {
+    pub binary: String,
+    pub root: Option<PathBuf>,
+    pub systemd_cgroup: bool,
+    pub reaper: Reaper,
+}
+
+impl RuncCli {
+    /// Runs `<binary> [global flags] --log <log> --log-format json <args>`.
+    ///
+    /// The log file is read for the error message on failure and removed in
+    /// every case. When `stdio.stderr` is `None`, stderr is captured too.
+    pub async fn run(&self, args: &[OsString], log: &Path, stdio: RuncStdio) -> Result<()> {
+        let command = args.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut cmd = Command::new(&self.binary);
+        if let Some(root) = &self.root {
+            cmd.arg("--root").arg(root);
+        }
+        if self.systemd_cgroup {
+            cmd.arg("--systemd-cgroup");
+        }
+        cmd.arg("--log").arg(log).arg("--log-format").arg("json").args(args);
+        cmd.stdin(stdio.stdin.unwrap_or_else(Stdio::null));
+        cmd.stdout(stdio.stdout.unwrap_or_else(Stdio::null));
+        let captured = match stdio.stderr {
+            Some(s) => {
+                cmd.stderr(s);
+                None
+            }
+            None => {
+                let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(|e| ShimError::io("cannot create a pipe for runtime stderr", e))?;
+                cmd.stderr(Stdio::from(w));
+                Some(r)
+            }
+        };
+        tracing::debug!(binary = %self.binary, args = ?args, "runtime");
+        let spawned = self.reaper.spawn(&mut cmd);
+        // Drop our copies of the child's stdio (the write end of the stderr
+        // pipe above) so reading stderr ends when the runtime exits.
+        drop(cmd);
+        let (_child, waiter) = spawned.map_err(|e| {
+            let _ = std::fs::remove_file(log);
+            ShimError::Runtime {
+                binary: self.binary.clone(),
+                command: command.clone(),
+                message: format!("cannot execute the runtime binary: {e}"),
+            }
+        })?;
+        let stderr_text = match captured {
+            Some(fd) => read_capped(fd).await,
+            None => String::new(),
+        };
+        let exit = waiter.wait().await;
+        let log_text = std::fs::read_to_string(log).unwrap_or_default();
+        let _ = std::fs::remove_file(log);
+        match exit {
+            Some(exit) if exit.status == 0 => Ok(()),
+            Some(exit) => Err(ShimError::Runtime {
+                binary: self.binary.clone(),
+                command,
+                message: error_message(&log_text, &stderr_text, exit.status),
+            }),
+            None => Err(ShimError::Internal("the reaper stopped".into())),
+        }
+    }
+}
+
+/// Reads a pipe to its end, keeping at most [`MAX_MESSAGE`] bytes.
+async fn read_capped(fd: OwnedFd) -> String {
+    let Ok(mut rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+        return String::new();
+    };
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match rx.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = MAX_MESSAGE.saturating_sub(kept.len());
+                kept.extend_from_slice(buf.get(..n.min(room)).unwrap_or_default());
+            }
+        }
+    }
+    String::from_utf8_lossy(&kept).trim().to_string()
+}
+
+/// Builds the error text of a failed runtime call from its JSON log (the
+/// `msg` of error-level lines), else its stderr, else its exit status.
+pub(crate) fn error_message(log: &str, stderr: &str, status: u32) -> String {
+    let mut errors: Vec<String> = Vec::new();
+    let mut last_line = None;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        last_line = Some(line);
+        if let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) {
+            let level = entry.get("level").and_then(|v| v.as_str()).unwrap_or("");
+            if matches!(level, "error" | "fatal" | "panic") {
+                if let Some(msg) = entry.get("msg").and_then(|v| v.as_str()) {
+                    errors.push(msg.to_string());
+                }
+            }
+        }
+    }
+    let mut message = if !errors.is_empty() {
+        errors.join("; ")
+    } else if !stderr.is_empty() {
+        stderr.to_string()
+    } else if let Some(line) = last_line {
+        line.to_string()
+    } else {
+        format!("exited with status {status}")
+    };
+    if message.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_message;
+
+    #[test]
+    fn error_lines_of_the_json_log_win() {
+        let log = r#"{"level":"warning","msg":"w","time":"t"}
+{"level":"error","msg":"container_linux.go:380: starting container process caused: exec: \"nope\": executable file not found in $PATH","time":"t"}
+"#;
+        assert_eq!(
+            error_message(log, "ignored", 1),
+            "container_linux.go:380: starting container process caused: exec: \"nope\": executable file not found in $PATH"
+        );
+    }
+
+    #[test]
+    fn stderr_then_raw_log_then_status() {
+        assert_eq!(error_message("", "boom", 1), "boom");
+        assert_eq!(error_message("not json\n", "", 1), "not json");
+        assert_eq!(error_message("", "", 2), "exited with status 2");
+        assert!(error_message(&"x".repeat(10_000), "", 1).len() <= 4096);
+    }
+}

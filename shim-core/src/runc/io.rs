@@ -1,0 +1,458 @@
+//! A process's stdio: opening the client's FIFOs and files without ever
+//! blocking, and copying between them and the process.
+//!
+//! Behaviour, per stream:
+//! - An empty path is `/dev/null`.
+//! - A regular file is given to the process directly (output files are
+//!   opened for append and created if missing), so nothing needs copying.
+//! - A stdin FIFO is opened read-write, which never blocks and never reads
+//!   end-of-file when the client closes its end: the process sees EOF only on
+//!   `CloseStdin`, and a client may re-open the FIFO to write more.
+//! - A stdout or stderr FIFO is opened for writing in the background, so an
+//!   RPC never waits for the client's reader. Until the reader comes the
+//!   process can fill its pipe and then blocks on write. If the reader goes
+//!   away later, the rest of the output is read and discarded, so the process
+//!   is never blocked forever by a reader that left.
+//! - With a terminal, stdin is copied to the pty master and the master to
+//!   stdout; stderr is unused.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::error::{Result, ShimError};
+
+const COPY_BUFFER: usize = 64 * 1024;
+
+/// The end-of-transmission character a terminal turns into end-of-file.
+const VEOF: u8 = 0x04;
+
+/// Where a stdin stream comes from.
+#[derive(Debug)]
+enum Input {
+    Null,
+    File(File),
+    Fifo(OwnedFd),
+}
+
+/// Where an output stream goes.
+#[derive(Debug)]
+enum Output {
+    Null,
+    File(File),
+    Fifo(PathBuf),
+}
+
+fn open_input(field: &'static str, path: &str) -> Result<Input> {
+    if path.is_empty() {
+        return Ok(Input::Null);
+    }
+    let meta = std::fs::metadata(path).map_err(|e| ShimError::invalid(field, format!("cannot use {path:?}: {e}")))?;
+    let ft = meta.file_type();
+    if ft.is_fifo() {
+        // Read-write: never blocks, and keeps a writer so reads don't see EOF
+        // before the client has even opened its end.
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| ShimError::io(format!("cannot open stdin fifo {path:?}"), e))?;
+        Ok(Input::Fifo(f.into()))
+    } else if ft.is_file() || ft.is_char_device() {
+        let f = File::open(path).map_err(|e| ShimError::io(format!("cannot open stdin file {path:?}"), e))?;
+        Ok(Input::File(f))
+    } else {
+        Err(ShimError::invalid(field, format!("{path:?} is neither a fifo nor a regular file")))
+    }
+}
+
+fn open_output(field: &'static str, path: &str) -> Result<Output> {
+    if path.is_empty() {
+        return Ok(Output::Null);
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.file_type().is_fifo() => Ok(Output::Fifo(PathBuf::from(path))),
+        Ok(meta) if !(meta.file_type().is_file() || meta.file_type().is_char_device()) => {
+            Err(ShimError::invalid(field, format!("{path:?} is neither a fifo nor a regular file")))
+        }
+        Ok(_) | Err(_) => {
+            let f = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(path)
+                .map_err(|e| ShimError::invalid(field, format!("cannot open {path:?} for append: {e}")))?;
+            Ok(Output::File(f))
+        }
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ShimError::io("cannot create a pipe", e))
+}
+
+/// What the stdio of one process needs before and after runc runs.
+pub(crate) struct PreparedIo {
+    /// For non-terminal processes: what runc (and so the process) gets.
+    pub runc_stdin: Option<Stdio>,
+    pub runc_stdout: Option<Stdio>,
+    pub runc_stderr: Option<Stdio>,
+    stdin: Option<(OwnedFd, OwnedFd)>,
+    outputs: Vec<(OwnedFd, PathBuf)>,
+    terminal: Option<(Input, Output)>,
+}
+
+impl PreparedIo {
+    /// Opens what can be opened at once and creates the pipes runc is given.
+    pub fn prepare(terminal: bool, stdin: &str, stdout: &str, stderr: &str) -> Result<Self> {
+        let input = open_input("stdin", stdin)?;
+        let out = open_output("stdout", stdout)?;
+        if terminal {
+            // stderr is unused with a terminal, but a bad path is still an error.
+            let _ = open_output("stderr", stderr)?;
+            return Ok(Self {
+                runc_stdin: None,
+                runc_stdout: None,
+                runc_stderr: None,
+                stdin: None,
+                outputs: Vec::new(),
+                terminal: Some((input, out)),
+            });
+        }
+        let err = open_output("stderr", stderr)?;
+        let mut prepared = Self {
+            runc_stdin: None,
+            runc_stdout: None,
+            runc_stderr: None,
+            stdin: None,
+            outputs: Vec::new(),
+            terminal: None,
+        };
+        prepared.runc_stdin = match input {
+            Input::Null => None,
+            Input::File(f) => Some(Stdio::from(f)),
+            Input::Fifo(fifo) => {
+                let (r, w) = pipe()?;
+                prepared.stdin = Some((fifo, w));
+                Some(Stdio::from(r))
+            }
+        };
+        prepared.runc_stdout = prepared.output(out)?;
+        prepared.runc_stderr = prepared.output(err)?;
+        Ok(prepared)
+    }
+
+    fn output(&mut self, out: Output) -> Result<Option<Stdio>> {
+        Ok(match out {
+            Output::Null => None,
+            Output::File(f) => Some(Stdio::from(f)),
+            Output::Fifo(path) => {
+                let (r, w) = pipe()?;
+                self.outputs.push((r, path));
+                Some(Stdio::from(w))
+            }
+        })
+    }
+
+    /// Starts the copies, once runc has run. `console` is the pty master of
+    /// a terminal process.
+    pub fn start(self, console: Option<OwnedFd>) -> Result<Pumps> {
+        let mut pumps = Pumps::default();
+        if let Some((input, output)) = self.terminal {
+            let Some(master) = console else {
+                return Err(ShimError::Internal("terminal process without a console".into()));
+            };
+            let master = Arc::new(master);
+            let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| ShimError::io("cannot duplicate the pty master", e));
+            if let Input::Fifo(fifo) = input {
+                let src = fifo_reader(fifo)?;
+                let dst = pipe::Sender::from_owned_fd_unchecked(dup(&master)?)
+                    .map_err(|e| ShimError::io("cannot register the pty master", e))?;
+                pumps.stdin = Some(spawn_stdin(src, dst, true));
+            } else if let Input::File(file) = input {
+                // A file's content is typed into the terminal, then EOF.
+                let dst = pipe::Sender::from_owned_fd_unchecked(dup(&master)?)
+                    .map_err(|e| ShimError::io("cannot register the pty master", e))?;
+                let src = tokio::fs::File::from_std(file);
+                let handle = tokio::spawn(async move {
+                    let _ = copy_then_eof(src, dst).await;
+                });
+                pumps.stdin = Some(StdinPump { close: None, handle });
+            }
+            let src = pipe::Receiver::from_owned_fd_unchecked(dup(&master)?)
+                .map_err(|e| ShimError::io("cannot register the pty master", e))?;
+            match output {
+                Output::Fifo(path) => pumps.spawn_output(src, OutputSink::Fifo(path)),
+                Output::File(file) => pumps.spawn_output(src, OutputSink::File(tokio::fs::File::from_std(file))),
+                Output::Null => pumps.spawn_output(src, OutputSink::Discard),
+            }
+            pumps.console = Some(master);
+            return Ok(pumps);
+        }
+        if let Some((fifo, w)) = self.stdin {
+            let src = fifo_reader(fifo)?;
+            let dst = pipe::Sender::from_owned_fd(w).map_err(|e| ShimError::io("cannot register stdin pipe", e))?;
+            pumps.stdin = Some(spawn_stdin(src, dst, false));
+        }
+        for (r, path) in self.outputs {
+            let src = pipe::Receiver::from_owned_fd(r).map_err(|e| ShimError::io("cannot register output pipe", e))?;
+            pumps.spawn_output(src, OutputSink::Fifo(path));
+        }
+        Ok(pumps)
+    }
+}
+
+fn fifo_reader(fd: OwnedFd) -> Result<pipe::Receiver> {
+    pipe::Receiver::from_owned_fd_unchecked(fd).map_err(|e| ShimError::io("cannot register stdin fifo", e))
+}
+
+async fn copy_then_eof(mut src: tokio::fs::File, mut dst: pipe::Sender) -> io::Result<()> {
+    tokio::io::copy(&mut src, &mut dst).await?;
+    dst.write_all(&[VEOF]).await
+}
+
+struct StdinPump {
+    close: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<()>,
+}
+
+fn spawn_stdin(mut src: pipe::Receiver, mut dst: pipe::Sender, terminal: bool) -> StdinPump {
+    let (close_tx, mut close_rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        let mut buf = vec![0u8; COPY_BUFFER];
+        loop {
+            tokio::select! {
+                _ = &mut close_rx => break,
+                read = src.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        let Some(chunk) = buf.get(..n) else { return };
+                        if dst.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                },
+            }
+        }
+        // Closing: first pass on what the client already wrote.
+        loop {
+            match src.try_read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    let Some(chunk) = buf.get(..n) else { break };
+                    if dst.write_all(chunk).await.is_err() {
+                        return;
+                    }
+                }
+                _ => break,
+            }
+        }
+        if terminal {
+            let _ = dst.write_all(&[VEOF]).await;
+        }
+        // Dropping `dst` closes the process's stdin.
+    });
+    StdinPump { close: Some(close_tx), handle }
+}
+
+enum OutputSink {
+    Fifo(PathBuf),
+    File(tokio::fs::File),
+    Discard,
+}
+
+/// The running copies of one process.
+#[derive(Default)]
+pub(crate) struct Pumps {
+    stdin: Option<StdinPump>,
+    outputs: Vec<JoinHandle<()>>,
+    progress: Arc<AtomicU64>,
+    console: Option<Arc<OwnedFd>>,
+}
+
+impl Pumps {
+    fn spawn_output<R: AsyncRead + Unpin + Send + 'static>(&mut self, src: R, sink: OutputSink) {
+        let progress = Arc::clone(&self.progress);
+        self.outputs.push(tokio::spawn(copy_out(src, sink, progress)));
+    }
+
+    /// The pty master, for resizing.
+    pub fn console(&self) -> Option<Arc<OwnedFd>> {
+        self.console.clone()
+    }
+
+    /// Takes the trigger that closes the process's stdin (after passing on
+    /// what the client already wrote). `None` when the shim holds no writer to
+    /// the process's stdin.
+    pub fn take_stdin_closer(&mut self) -> Option<oneshot::Sender<()>> {
+        self.stdin.as_mut().and_then(|pump| pump.close.take())
+    }
+
+    /// Waits until every output copy has reached end-of-file, giving up when
+    /// no byte has moved for `grace` (a background child holding the pipe
+    /// open, or a reader that never came).
+    pub async fn drain(&mut self, grace: Duration) {
+        let mut last = self.progress.load(Ordering::Relaxed);
+        for handle in &mut self.outputs {
+            loop {
+                match tokio::time::timeout(grace, &mut *handle).await {
+                    Ok(_) => break,
+                    Err(_) => {
+                        let now = self.progress.load(Ordering::Relaxed);
+                        if now == last {
+                            tracing::warn!("output still open after the process exited; giving up on it");
+                            handle.abort();
+                            break;
+                        }
+                        last = now;
+                    }
+                }
+            }
+        }
+        self.outputs.clear();
+    }
+}
+
+impl Drop for Pumps {
+    fn drop(&mut self) {
+        for h in &self.outputs {
+            h.abort();
+        }
+        if let Some(pump) = &self.stdin {
+            pump.handle.abort();
+        }
+    }
+}
+
+/// Releases a thread blocked opening a FIFO for writing, by briefly being
+/// its reader.
+struct UnblockOnDrop {
+    path: PathBuf,
+    opened: Arc<AtomicBool>,
+}
+
+impl Drop for UnblockOnDrop {
+    fn drop(&mut self) {
+        if !self.opened.load(Ordering::Acquire) {
+            let _ = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&self.path);
+        }
+    }
+}
+
+async fn open_fifo_writer(path: PathBuf) -> io::Result<pipe::Sender> {
+    let opened = Arc::new(AtomicBool::new(false));
+    let guard = UnblockOnDrop { path: path.clone(), opened: Arc::clone(&opened) };
+    let flag = Arc::clone(&opened);
+    let file = tokio::task::spawn_blocking(move || {
+        let f = OpenOptions::new().write(true).custom_flags(libc::O_CLOEXEC).open(&path);
+        flag.store(true, Ordering::Release);
+        f
+    })
+    .await
+    .map_err(io::Error::other)??;
+    drop(guard);
+    pipe::Sender::from_file(file)
+}
+
+async fn copy_out<R: AsyncRead + Unpin>(mut src: R, sink: OutputSink, progress: Arc<AtomicU64>) {
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut writer: Option<Box<dyn AsyncWrite + Unpin + Send>> = None;
+    let mut pending_open = match sink {
+        OutputSink::Fifo(path) => Some(Box::pin(open_fifo_writer(path))),
+        OutputSink::File(f) => {
+            writer = Some(Box::new(f));
+            None
+        }
+        OutputSink::Discard => None,
+    };
+    loop {
+        // Wait for data; meanwhile let the FIFO open complete.
+        let n = loop {
+            match pending_open.as_mut() {
+                Some(open) => {
+                    tokio::select! {
+                        opened = open => {
+                            pending_open = None;
+                            match opened {
+                                Ok(tx) => writer = Some(Box::new(tx)),
+                                Err(e) => tracing::warn!(error = %e, "cannot open output fifo; discarding output"),
+                            }
+                        }
+                        read = src.read(&mut buf) => break read,
+                    }
+                }
+                None => break src.read(&mut buf).await,
+            }
+        };
+        let n = match n {
+            Ok(0) => break,
+            Ok(n) => n,
+            // EIO: a pty master whose slave side is closed: end of output.
+            Err(_) => break,
+        };
+        progress.fetch_add(n as u64, Ordering::Relaxed);
+        let Some(chunk) = buf.get(..n) else { break };
+        if writer.is_none() {
+            if let Some(open) = pending_open.as_mut() {
+                // Output arrived before the reader: wait for the reader (the
+                // process blocks once its pipe is full, as it would writing
+                // to the FIFO itself).
+                match open.await {
+                    Ok(tx) => writer = Some(Box::new(tx)),
+                    Err(e) => tracing::warn!(error = %e, "cannot open output fifo; discarding output"),
+                }
+                pending_open = None;
+            }
+        }
+        if let Some(w) = writer.as_mut() {
+            if let Err(e) = w.write_all(chunk).await {
+                // The reader went away: keep draining so the process is not
+                // blocked, discarding what nobody can read.
+                tracing::info!(error = %e, "output reader gone; discarding the rest");
+                writer = None;
+            } else {
+                progress.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    if let Some(mut w) = writer {
+        let _ = w.flush().await;
+    }
+}
+
+/// Sets the window size of a pty (columns and rows).
+pub(crate) fn resize(master: &OwnedFd, cols: u16, rows: u16) -> io::Result<()> {
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which is valid
+    // for the duration of the call; the fd is a live pty master we own.
+    let rc = unsafe { libc::ioctl(master.as_fd().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a stdio path before anything is created: empty or absolute.
+pub(crate) fn validate_path(field: &'static str, path: &str) -> Result<()> {
+    if path.is_empty() || Path::new(path).is_absolute() {
+        if path.contains('\0') {
+            return Err(ShimError::invalid(field, "path contains a NUL byte"));
+        }
+        Ok(())
+    } else {
+        Err(ShimError::invalid(field, format!("{path:?} is not an absolute path")))
+    }
+}

@@ -1,0 +1,129 @@
+//! OOM notifications from the container's memory cgroup.
+//!
+//! cgroup v1: an eventfd registered on `memory.oom_control` through
+//! `cgroup.event_control`. cgroup v2: inotify on `memory.events`, counting
+//! `oom_kill`. Both are checked once more, without waiting, right before the
+//! init's EXIT is published, so an OOM is always reported before the exit it
+//! caused.
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use tokio::io::unix::AsyncFd;
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// A watcher of one cgroup's OOM kills.
+pub(crate) enum OomWatcher {
+    /// cgroup v1 eventfd.
+    V1 { efd: AsyncFd<OwnedFd>, dir: PathBuf },
+    /// cgroup v2 inotify on `memory.events`.
+    V2 { inotify: AsyncFd<OwnedFd>, events: PathBuf, seen: AtomicU64 },
+}
+
+fn cgroup_of(pid: u32) -> Option<(bool, String)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let mut unified = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        if controllers.split(',').any(|c| c == "memory") {
+            return Some((false, path.to_string()));
+        }
+        if controllers.is_empty() {
+            unified = Some(path.to_string());
+        }
+    }
+    unified.map(|p| (true, p))
+}
+
+fn oom_kills(events: &Path) -> u64 {
+    fs::read_to_string(events)
+        .ok()
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("oom_kill ").and_then(|v| v.trim().parse().ok())))
+        .unwrap_or(0)
+}
+
+fn register(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: an `OwnedFd` keeps its descriptor open and unchanged for as long
+    // as the `AsyncFd` owns it.
+    Ok(unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }?)
+}
+
+impl OomWatcher {
+    /// Watches the memory cgroup of `pid`; `None` when it has none that can
+    /// be watched (logged, not an error: OOM events are then not reported).
+    pub fn for_pid(pid: u32) -> Option<Self> {
+        let (v2, rel) = cgroup_of(pid)?;
+        let rel = rel.trim_start_matches('/');
+        let result = if v2 {
+            Self::v2(Path::new(CGROUP_ROOT).join(rel))
+        } else {
+            Self::v1(Path::new(CGROUP_ROOT).join("memory").join(rel))
+        };
+        match result {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "cannot watch the container's memory cgroup for oom");
+                None
+            }
+        }
+    }
+
+    fn v1(dir: PathBuf) -> std::io::Result<Self> {
+        let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
+        let control = fs::File::open(dir.join("memory.oom_control"))?;
+        let mut event_control = fs::OpenOptions::new().write(true).open(dir.join("cgroup.event_control"))?;
+        write!(event_control, "{} {}", efd.as_fd().as_raw_fd(), control.as_raw_fd())?;
+        let fd: OwnedFd = efd.into();
+        Ok(Self::V1 { efd: register(fd)?, dir })
+    }
+
+    fn v2(dir: PathBuf) -> std::io::Result<Self> {
+        let events = dir.join("memory.events");
+        let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?;
+        inotify.add_watch(&events, AddWatchFlags::IN_MODIFY)?;
+        let seen = oom_kills(&events);
+        let fd: OwnedFd = inotify.into();
+        Ok(Self::V2 { inotify: register(fd)?, events, seen: AtomicU64::new(seen) })
+    }
+
+    /// Waits until the watcher may have something to report.
+    pub async fn ready(&self) {
+        let fd = match self {
+            OomWatcher::V1 { efd, .. } => efd,
+            OomWatcher::V2 { inotify, .. } => inotify,
+        };
+        match fd.readable().await {
+            Ok(mut guard) => guard.clear_ready(),
+            // Cannot wait on it any more: never ready again.
+            Err(_) => std::future::pending::<()>().await,
+        }
+    }
+
+    /// Consumes pending notifications without waiting; returns how many OOM
+    /// kills happened since the last call.
+    pub fn take(&self) -> u64 {
+        match self {
+            OomWatcher::V1 { efd, dir } => {
+                let mut buf = [0u8; 8];
+                match nix::unistd::read(efd.get_ref().as_fd(), &mut buf) {
+                    // The eventfd also fires when the cgroup is removed.
+                    Ok(8) if dir.join("cgroup.event_control").exists() => u64::from_ne_bytes(buf),
+                    _ => 0,
+                }
+            }
+            OomWatcher::V2 { inotify, events, seen } => {
+                let mut buf = [0u8; 4096];
+                while matches!(nix::unistd::read(inotify.get_ref().as_fd(), &mut buf), Ok(n) if n > 0) {}
+                let now = oom_kills(events);
+                now.saturating_sub(seen.swap(now, Ordering::Relaxed))
+            }
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Request validation and the OCI `process` JSON of an exec.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use shim_proto::v1::ExecRequest;
+
+use crate::error::{Result, ShimError};
+
+/// Capability names the kernel knows (`capabilities(7)`).
+pub const CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Resource limit names (`getrlimit(2)`).
+pub const RLIMITS: &[&str] = &[
+    "RLIMIT_AS",
+    "RLIMIT_CORE",
+    "RLIMIT_CPU",
+    "RLIMIT_DATA",
+    "RLIMIT_FSIZE",
+    "RLIMIT_LOCKS",
+    "RLIMIT_MEMLOCK",
+    "RLIMIT_MSGQUEUE",
+    "RLIMIT_NICE",
+    "RLIMIT_NOFILE",
+    "RLIMIT_NPROC",
+    "RLIMIT_RSS",
+    "RLIMIT_RTPRIO",
+    "RLIMIT_RTTIME",
+    "RLIMIT_SIGPENDING",
+    "RLIMIT_STACK",
+];
+
+/// Most bytes accepted in one string or list of a request, to keep a hostile
+/// request from making the shim write huge files.
+pub const MAX_FIELD: usize = 64 * 1024;
+
+/// Checks a container id: `^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`.
+pub fn validate_id(id: &str) -> Result<()> {
+    let mut chars = id.chars();
+    let ok = match chars.next() {
+        Some(first) => {
+            first.is_ascii_alphanumeric()
+                && id.len() <= 128
+                && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        let shown: String = id.chars().take(64).collect();
+        Err(ShimError::invalid("id", format!("{shown:?} must match ^[A-Za-z0-9][A-Za-z0-9_.-]{{0,127}}$")))
+    }
+}
+
+/// Checks a bundle path: absolute, a directory holding `config.json`.
+pub fn validate_bundle(bundle: &str) -> Result<()> {
+    let path = Path::new(bundle);
+    if bundle.is_empty() || !path.is_absolute() {
+        return Err(ShimError::invalid("bundle", format!("{bundle:?} is not an absolute path")));
+    }
+    if !path.is_dir() {
+        return Err(ShimError::invalid("bundle", format!("{bundle:?} is not a directory")));
+    }
+    if !path.join("config.json").is_file() {
+        return Err(ShimError::invalid("bundle", format!("{bundle:?} holds no config.json")));
+    }
+    Ok(())
+}
+
+/// What an exec inherits from the container's own process when the request
+/// leaves it empty.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessDefaults {
+    /// `process.capabilities` of the bundle's config.
+    pub capabilities: Option<Value>,
+    /// `process.env`.
+    pub env: Vec<String>,
+    /// `process.cwd`.
+    pub cwd: String,
+    /// `process.user.uid` and `gid`.
+    pub uid: u32,
+    /// See `uid`.
+    pub gid: u32,
+}
+
+impl ProcessDefaults {
+    /// Reads the defaults from a bundle's `config.json`.
+    pub fn from_bundle(bundle: &str) -> Result<Self> {
+        let path = Path::new(bundle).join("config.json");
+        let text = std::fs::read(&path).map_err(|e| ShimError::io(format!("cannot read {}", path.display()), e))?;
+        let config: Value = serde_json::from_slice(&text)
+            .map_err(|e| ShimError::invalid("bundle", format!("{} is not valid json: {e}", path.display())))?;
+        let process = config.get("process");
+        let get = |k: &str| process.and_then(|p| p.get(k));
+        let user = get("user");
+        let uid = |k: &str| user.and_then(|u| u.get(k)).and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok());
+        Ok(Self {
+            capabilities: get("capabilities").cloned(),
+            env: get("env")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                .unwrap_or_default(),
+            cwd: get("cwd").and_then(Value::as_str).unwrap_or("/").to_string(),
+            uid: uid("uid").unwrap_or(0),
+            gid: uid("gid").unwrap_or(0),
+        })
+    }
+}
+
+fn check_len(field: &'static str, items: &[String]) -> Result<()> {
+    let total: usize = items.iter().map(String::len).sum();
+    if total > MAX_FIELD {
+        return Err(ShimError::invalid(field, format!("{total} bytes is more than the {MAX_FIELD} allowed")));
+    }
+    if items.iter().any(|s| s.contains('\0')) {
+        return Err(ShimError::invalid(field, "contains a NUL byte"));
+    }
+    Ok(())
+}
+
+/// Validates an exec request and builds its OCI `process` object.
+///
+/// Empty `env`, `cwd`, `capabilities` or an absent `user` are taken from the
+/// container's own process.
+pub fn exec_process(req: &ExecRequest, defaults: &ProcessDefaults) -> Result<Value> {
+    if req.args.is_empty() {
+        return Err(ShimError::invalid("args", "must not be empty"));
+    }
+    if req.args.first().is_some_and(String::is_empty) {
+        return Err(ShimError::invalid("args", "argv[0] must not be empty"));
+    }
+    check_len("args", &req.args)?;
+    check_len("env", &req.env)?;
+    check_len("capabilities", &req.capabilities)?;
+    for single in
+        [("cwd", &req.cwd), ("selinux_label", &req.selinux_label), ("apparmor_profile", &req.apparmor_profile)]
+    {
+        check_len(single.0, std::slice::from_ref(single.1))?;
+    }
+    if let Some(bad) = req.env.iter().find(|kv| !kv.contains('=') || kv.starts_with('=')) {
+        let shown: String = bad.chars().take(64).collect();
+        return Err(ShimError::invalid("env", format!("{shown:?} is not KEY=VALUE")));
+    }
+    let cwd = if req.cwd.is_empty() { defaults.cwd.clone() } else { req.cwd.clone() };
+    if !cwd.starts_with('/') {
+        let shown: String = cwd.chars().take(64).collect();
+        return Err(ShimError::invalid("cwd", format!("{shown:?} is not an absolute path")));
+    }
+    if let Some(bad) = req.capabilities.iter().find(|c| !CAPABILITIES.contains(&c.as_str())) {
+        let shown: String = bad.chars().take(64).collect();
+        return Err(ShimError::invalid("capabilities", format!("unknown capability {shown:?}")));
+    }
+    let mut rlimits = Vec::new();
+    for r in &req.rlimits {
+        if !RLIMITS.contains(&r.r#type.as_str()) {
+            let shown: String = r.r#type.chars().take(64).collect();
+            return Err(ShimError::invalid("rlimits", format!("unknown rlimit {shown:?}")));
+        }
+        if r.soft > r.hard {
+            return Err(ShimError::invalid(
+                "rlimits",
+                format!("{} soft limit {} is above its hard limit {}", r.r#type, r.soft, r.hard),
+            ));
+        }
+        rlimits.push(json!({ "type": r.r#type, "hard": r.hard, "soft": r.soft }));
+    }
+    let capabilities = if req.capabilities.is_empty() {
+        defaults.capabilities.clone().unwrap_or_else(|| json!({}))
+    } else {
+        let c = &req.capabilities;
+        json!({ "bounding": c, "effective": c, "permitted": c, "ambient": c })
+    };
+    let user = match &req.user {
+        Some(u) => json!({ "uid": u.uid, "gid": u.gid, "additionalGids": u.additional_gids }),
+        None => json!({ "uid": defaults.uid, "gid": defaults.gid }),
+    };
+    let env = if req.env.is_empty() { defaults.env.clone() } else { req.env.clone() };
+    let mut process = json!({
+        "terminal": req.terminal,
+        "user": user,
+        "args": req.args,
+        "env": env,
+        "cwd": cwd,
+        "capabilities": capabilities,
+        "noNewPrivileges": req.no_new_privileges,
+    });
+    if let Some(obj) = process.as_object_mut() {
+        if !rlimits.is_empty() {
+            obj.insert("rlimits".into(), Value::Array(rlimits));
+        }
+        if !req.apparmor_profile.is_empty() {
+            obj.insert("apparmorProfile".into(), json!(req.apparmor_profile));
+        }
+        if !req.selinux_label.is_empty() {
+            obj.insert("selinuxLabel".into(), json!(req.selinux_label));
+        }
+    }
+    Ok(process)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shim_proto::v1::{Rlimit, User};
+
+    fn req() -> ExecRequest {
+        ExecRequest { args: vec!["true".into()], ..Default::default() }
+    }
+
+    #[test]
+    fn ids() {
+        for good in ["a", "A0", "web-1.prod_x", &"a".repeat(128)] {
+            assert!(validate_id(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-a", ".a", "_a", "a/b", "../x", "a b", "é", &"a".repeat(129), "a\0"] {
+            assert_eq!(validate_id(bad).map_err(|e| e.code()), Err(crate::Code::InvalidArgument), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_field_reaches_the_process() {
+        let r = ExecRequest {
+            terminal: true,
+            selinux_label: "l".into(),
+            user: Some(User { uid: 1, gid: 2, additional_gids: vec![3] }),
+            args: vec!["sh".into()],
+            env: vec!["A=1".into()],
+            cwd: "/tmp".into(),
+            capabilities: vec!["CAP_KILL".into()],
+            rlimits: vec![Rlimit { r#type: "RLIMIT_NOFILE".into(), hard: 10, soft: 5 }],
+            no_new_privileges: true,
+            apparmor_profile: "p".into(),
+            ..Default::default()
+        };
+        let p = exec_process(&r, &ProcessDefaults::default()).unwrap_or_default();
+        assert_eq!(
+            p,
+            json!({
+                "terminal": true,
+                "user": { "uid": 1, "gid": 2, "additionalGids": [3] },
+                "args": ["sh"], "env": ["A=1"], "cwd": "/tmp",
+                "capabilities": { "bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"], "ambient": ["CAP_KILL"] },
+                "noNewPrivileges": true,
+                "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 10, "soft": 5 }],
+                "apparmorProfile": "p",
+                "selinuxLabel": "l"
+            })
+        );
+    }
+
+    #[test]
+    fn bad_exec_requests() {
+        let d = ProcessDefaults { cwd: "/".into(), ..Default::default() };
+        let code = |r: ExecRequest| exec_process(&r, &d).map_err(|e| e.code()).err();
+        let inv = Some(crate::Code::InvalidArgument);
+        assert_eq!(code(ExecRequest::default()), inv);
+        assert_eq!(code(ExecRequest { cwd: "tmp".into(), ..req() }), inv);
+        assert_eq!(code(ExecRequest { capabilities: vec!["CAP_FLY".into()], ..req() }), inv);
+        assert_eq!(
+            code(ExecRequest { rlimits: vec![Rlimit { r#type: "RLIMIT_X".into(), hard: 1, soft: 1 }], ..req() }),
+            inv
+        );
+        assert_eq!(
+            code(ExecRequest { rlimits: vec![Rlimit { r#type: "RLIMIT_CORE".into(), hard: 1, soft: 2 }], ..req() }),
+            inv
+        );
+        assert_eq!(code(ExecRequest { env: vec!["NOEQUALS".into()], ..req() }), inv);
+        assert_eq!(code(ExecRequest { args: vec!["x".repeat(MAX_FIELD + 1)], ..req() }), inv);
+        assert_eq!(code(req()), None);
+    }
+}

@@ -1,0 +1,313 @@
+//! Test support shared by the project's tests and benches and by users' own
+//! tests (feature `testing`).
+//!
+//! [`BundleBuilder`] lays out an OCI bundle from the host's static busybox so
+//! a test can run a real container without any image. [`require_runc`] decides
+//! whether a test that needs runc runs, skips, or fails loudly: with
+//! `SHIM_REQUIRE_RUNC=1` in the environment (as `make test` sets) a missing
+//! runc or a non-root user is a failure, not a skip.
+//!
+//! ```no_run
+//! use shim_core::testing::BundleBuilder;
+//!
+//! let dir = std::env::temp_dir().join("bundle-doc-example");
+//! let bundle = BundleBuilder::new()
+//!     .args(["sh", "-c", "echo hello"])
+//!     .memory_limit(64 << 20)
+//!     .build(&dir)?;
+//! assert!(bundle.path().join("config.json").is_file());
+//! # Ok::<(), shim_core::testing::BundleError>(())
+//! ```
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::Reaper;
+
+/// Applets linked into every bundle's `/bin`.
+pub const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "sleep", "true", "false", "dd", "stty", "env", "id", "hostname", "ls", "ps", "kill", "head",
+    "wc", "yes", "tail", "seq", "printf", "test", "[", "tr", "mkdir", "rm",
+];
+
+/// Where a static busybox is looked for when `SHIM_BUSYBOX` is not set.
+pub const BUSYBOX_CANDIDATES: &[&str] = &["/bin/busybox", "/usr/bin/busybox"];
+
+/// Errors of the bundle builder.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// No busybox binary was found.
+    #[error("no busybox found (looked at $SHIM_BUSYBOX and {candidates:?}); install busybox-static")]
+    NoBusybox {
+        /// The paths that were tried.
+        candidates: Vec<PathBuf>,
+    },
+    /// A file of the bundle could not be written.
+    #[error("cannot write bundle file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The config could not be serialised.
+    #[error("cannot serialise config.json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BundleError + '_ {
+    move |source| BundleError::Io { path: path.to_path_buf(), source }
+}
+
+/// Finds the busybox binary to copy into bundles: `$SHIM_BUSYBOX`, else the
+/// first of [`BUSYBOX_CANDIDATES`] that exists.
+pub fn find_busybox() -> Result<PathBuf, BundleError> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("SHIM_BUSYBOX") {
+        candidates.push(PathBuf::from(p));
+    }
+    candidates.extend(BUSYBOX_CANDIDATES.iter().map(PathBuf::from));
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or(BundleError::NoBusybox { candidates })
+}
+
+/// A bundle laid out on disk.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    path: PathBuf,
+}
+
+impl Bundle {
+    /// The bundle directory (holds `config.json` and `rootfs`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Builds an OCI bundle from the host's static busybox.
+///
+/// The container gets a fresh pid, mount, ipc and uts namespace and shares the
+/// host's network namespace (no network setup needed). The root filesystem is
+/// read-only, except `/tmp` which is a tmpfs.
+#[derive(Debug, Clone)]
+pub struct BundleBuilder {
+    args: Vec<String>,
+    env: Vec<String>,
+    cwd: String,
+    terminal: bool,
+    uid: u32,
+    gid: u32,
+    memory_limit: Option<i64>,
+    hostname: String,
+}
+
+impl Default for BundleBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BundleBuilder {
+    /// A bundle running `sh` as root in `/`, without a terminal.
+    pub fn new() -> Self {
+        Self {
+            args: vec!["sh".into()],
+            env: vec!["PATH=/bin".into(), "HOME=/".into()],
+            cwd: "/".into(),
+            terminal: false,
+            uid: 0,
+            gid: 0,
+            memory_limit: None,
+            hostname: "shim-test".into(),
+        }
+    }
+
+    /// The init process's argv.
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds `KEY=VALUE` to the init's environment.
+    pub fn env(mut self, kv: impl Into<String>) -> Self {
+        self.env.push(kv.into());
+        self
+    }
+
+    /// The init's working directory (absolute, inside the container).
+    pub fn cwd(mut self, cwd: impl Into<String>) -> Self {
+        self.cwd = cwd.into();
+        self
+    }
+
+    /// Whether the init gets a terminal.
+    pub fn terminal(mut self, terminal: bool) -> Self {
+        self.terminal = terminal;
+        self
+    }
+
+    /// The init's uid and gid.
+    pub fn user(mut self, uid: u32, gid: u32) -> Self {
+        self.uid = uid;
+        self.gid = gid;
+        self
+    }
+
+    /// A memory limit in bytes for the container's cgroup.
+    pub fn memory_limit(mut self, bytes: i64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// The container's hostname.
+    pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
+        self.hostname = hostname.into();
+        self
+    }
+
+    /// Writes the bundle into `dir` (created if missing): `rootfs/` with
+    /// busybox and its applet links, and `config.json`.
+    pub fn build(&self, dir: &Path) -> Result<Bundle, BundleError> {
+        let busybox = find_busybox()?;
+        let rootfs = dir.join("rootfs");
+        for sub in ["bin", "proc", "dev", "sys", "tmp", "etc", "root"] {
+            let p = rootfs.join(sub);
+            fs::create_dir_all(&p).map_err(io_err(&p))?;
+        }
+        let target = rootfs.join("bin/busybox");
+        if !target.exists() {
+            fs::copy(&busybox, &target).map_err(io_err(&target))?;
+        }
+        for applet in APPLETS {
+            let link = rootfs.join("bin").join(applet);
+            if fs::symlink_metadata(&link).is_err() {
+                symlink("busybox", &link).map_err(io_err(&link))?;
+            }
+        }
+        let passwd = rootfs.join("etc/passwd");
+        fs::write(&passwd, "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+            .map_err(io_err(&passwd))?;
+        let group = rootfs.join("etc/group");
+        fs::write(&group, "root:x:0:\nnobody:x:65534:\n").map_err(io_err(&group))?;
+
+        let config = dir.join("config.json");
+        let text = serde_json::to_vec_pretty(&self.config())?;
+        fs::write(&config, text).map_err(io_err(&config))?;
+        Ok(Bundle { path: dir.to_path_buf() })
+    }
+
+    /// The `config.json` this builder writes.
+    pub fn config(&self) -> serde_json::Value {
+        let caps = serde_json::json!([
+            "CAP_AUDIT_WRITE",
+            "CAP_KILL",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_CHOWN",
+            "CAP_SETUID",
+            "CAP_SETGID",
+            "CAP_DAC_OVERRIDE",
+            "CAP_FOWNER"
+        ]);
+        let mut resources = serde_json::json!({
+            "devices": [{ "allow": false, "access": "rwm" }]
+        });
+        if let (Some(limit), Some(obj)) = (self.memory_limit, resources.as_object_mut()) {
+            obj.insert("memory".into(), serde_json::json!({ "limit": limit }));
+        }
+        serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": self.terminal,
+                "user": { "uid": self.uid, "gid": self.gid },
+                "args": self.args,
+                "env": self.env,
+                "cwd": self.cwd,
+                "capabilities": {
+                    "bounding": caps, "effective": caps, "permitted": caps, "ambient": caps
+                },
+                "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }],
+                "noNewPrivileges": true
+            },
+            "root": { "path": "rootfs", "readonly": true },
+            "hostname": self.hostname,
+            "mounts": [
+                { "destination": "/proc", "type": "proc", "source": "proc" },
+                { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                  "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+                { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                  "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
+                { "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                  "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+                { "destination": "/sys", "type": "sysfs", "source": "sysfs",
+                  "options": ["nosuid", "noexec", "nodev", "ro"] },
+                { "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                  "options": ["nosuid", "nodev", "mode=1777"] }
+            ],
+            "linux": {
+                "resources": resources,
+                "namespaces": [
+                    { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }
+                ],
+                "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+                "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+            }
+        })
+    }
+}
+
+/// Why runc-backed tests cannot run on this machine, if they cannot.
+pub fn runc_unavailable_reason() -> Option<String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Some("not running as root".into());
+    }
+    let runc = std::env::var_os("SHIM_RUNC").unwrap_or_else(|| OsString::from("runc"));
+    let found = if Path::new(&runc).is_absolute() {
+        Path::new(&runc).is_file()
+    } else {
+        std::env::var_os("PATH")
+            .map(|paths| std::env::split_paths(&paths).any(|d| d.join(&runc).is_file()))
+            .unwrap_or(false)
+    };
+    if !found {
+        return Some(format!("runtime binary {runc:?} not found in PATH"));
+    }
+    if let Err(e) = find_busybox() {
+        return Some(e.to_string());
+    }
+    None
+}
+
+/// Whether a test that needs runc should run.
+///
+/// Returns `true` when runc, busybox and root are available. Otherwise prints
+/// why and returns `false` (the test should return early), unless
+/// `SHIM_REQUIRE_RUNC=1`, in which case it panics so CI fails loudly.
+pub fn require_runc() -> bool {
+    match runc_unavailable_reason() {
+        None => true,
+        Some(reason) => {
+            if std::env::var("SHIM_REQUIRE_RUNC").as_deref() == Ok("1") {
+                panic!("SHIM_REQUIRE_RUNC=1 but runc tests cannot run: {reason}");
+            }
+            eprintln!("skipping runc test: {reason} (set SHIM_REQUIRE_RUNC=1 to fail instead)");
+            false
+        }
+    }
+}
+
+/// The one reaper of a test process.
+///
+/// A process may have only one reaper (it owns `waitpid(-1)`), while the test
+/// harness runs many tests as threads of one process; they share this one.
+pub fn shared_reaper() -> Reaper {
+    static REAPER: OnceLock<Reaper> = OnceLock::new();
+    REAPER
+        .get_or_init(|| match Reaper::start() {
+            Ok(r) => r,
+            Err(e) => panic!("cannot start the test reaper: {e}"),
+        })
+        .clone()
+}
