@@ -311,3 +311,67 @@ pub fn shared_reaper() -> Reaper {
         })
         .clone()
 }
+
+/// Creates a FIFO at `path` (mode 0600).
+pub fn mkfifo(path: &Path) -> io::Result<()> {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(io::Error::from)
+}
+
+/// Reads a FIFO the way a client does: opens it for reading (waiting for the
+/// shim's writer) and reads to end-of-file, in a blocking thread.
+pub fn read_fifo(path: &Path) -> tokio::task::JoinHandle<io::Result<Vec<u8>>> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut f = fs::File::open(&path)?;
+        let mut out = Vec::new();
+        f.read_to_end(&mut out)?;
+        Ok(out)
+    })
+}
+
+/// Opens a stdin FIFO for writing, as a client does (the shim holds its
+/// reader open, so this does not block once the process was created).
+pub fn open_fifo_writer(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new().write(true).open(path)
+}
+
+/// Collects events from `stream` until `done` returns true for one of them,
+/// failing after `timeout`.
+pub async fn collect_events<F>(
+    stream: &mut crate::EventStream,
+    timeout: std::time::Duration,
+    mut done: F,
+) -> Result<Vec<shim_proto::v1::Event>, String>
+where
+    F: FnMut(&shim_proto::v1::Event) -> bool,
+{
+    use futures::StreamExt;
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => return Err(format!("timed out after {timeout:?}; events so far: {events:?}")),
+            Ok(None) => return Err(format!("event stream ended; events so far: {events:?}")),
+            Ok(Some(Err(e))) => return Err(format!("event stream error {e}; events so far: {events:?}")),
+            Ok(Some(Ok(ev))) => {
+                let stop = done(&ev);
+                events.push(ev);
+                if stop {
+                    return Ok(events);
+                }
+            }
+        }
+    }
+}
+
+/// Whether `pid` is a zombie child of this process right now.
+pub fn is_zombie_child(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // The command may hold spaces and parentheses: fields start after the last ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return false };
+    let mut fields = rest.split_whitespace();
+    let state = fields.next();
+    let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+    state == Some("Z") && ppid == Some(std::process::id())
+}

@@ -13,12 +13,19 @@ use crate::reaper::Reaper;
 /// Most bytes of runtime output kept for an error message.
 const MAX_MESSAGE: usize = 4096;
 
-/// The stdio given to one runtime invocation; `None` is `/dev/null`.
+/// The stdio given to one runtime invocation.
 #[derive(Default)]
 pub(crate) struct RuncStdio {
+    /// `None` is `/dev/null`.
     pub stdin: Option<Stdio>,
+    /// `None` is `/dev/null`.
     pub stdout: Option<Stdio>,
+    /// `None` is captured for the error message, unless `process` is set.
     pub stderr: Option<Stdio>,
+    /// The runtime starts a process that inherits this stdio (`create`,
+    /// `exec`): stderr must not be captured, since that process would hold
+    /// the capture pipe open long after the runtime exited.
+    pub process: bool,
 }
 
 /// One runtime binary with its global flags.
@@ -50,6 +57,10 @@ impl RuncCli {
         let captured = match stdio.stderr {
             Some(s) => {
                 cmd.stderr(s);
+                None
+            }
+            None if stdio.process => {
+                cmd.stderr(Stdio::null());
                 None
             }
             None => {

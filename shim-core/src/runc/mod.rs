@@ -373,6 +373,7 @@ impl RuncShim {
             stdin: prepared.runc_stdin.take(),
             stdout: prepared.runc_stdout.take(),
             stderr: prepared.runc_stderr.take(),
+            process: true,
         };
         let monitor = self.inner.reaper.monitor();
         let created = self.run_with_console(&runc, args, log, stdio, console.as_ref()).await;
@@ -629,6 +630,7 @@ impl Shim for RuncShim {
             stdin: prepared.runc_stdin.take(),
             stdout: prepared.runc_stdout.take(),
             stderr: prepared.runc_stderr.take(),
+            process: true,
         };
         // Taken before runc runs: an exec that exits before its pid file is
         // read is still caught.

@@ -79,7 +79,9 @@ impl OomWatcher {
         let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?;
         let control = fs::File::open(dir.join("memory.oom_control"))?;
         let mut event_control = fs::OpenOptions::new().write(true).open(dir.join("cgroup.event_control"))?;
-        write!(event_control, "{} {}", efd.as_fd().as_raw_fd(), control.as_raw_fd())?;
+        // One write: the kernel parses each write call on its own.
+        let line = format!("{} {}", efd.as_fd().as_raw_fd(), control.as_raw_fd());
+        event_control.write_all(line.as_bytes())?;
         let fd: OwnedFd = efd.into();
         Ok(Self::V1 { efd: register(fd)?, dir })
     }
