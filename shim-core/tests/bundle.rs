@@ -2,6 +2,8 @@
 //!
 //! This binary has no reaper, so it may wait for runc with `Command::output`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
+
 use std::process::Command;
 
 use shim_core::testing::{require_runc, BundleBuilder};

@@ -3,6 +3,8 @@
 //! varint and 2 is length-delimited (strings, messages, packed repeated
 //! scalars); proto3 leaves fields at their default value off the wire.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
+
 use prost::Message;
 use shim_proto::v1::*;
 use shim_proto::EnumExt;

@@ -247,9 +247,10 @@ fn spawn_stdin(mut src: pipe::Receiver, mut dst: pipe::Sender, terminal: bool) -
                 },
             }
         }
-        // Closing: first pass on what the client already wrote.
+        // Closing: first pass on what the client already wrote. Read the fd
+        // directly: the reactor may not have seen its readiness yet.
         loop {
-            match src.try_read(&mut buf) {
+            match nix::unistd::read(src.as_fd(), &mut buf) {
                 Ok(n) if n > 0 => {
                     let Some(chunk) = buf.get(..n) else { break };
                     if dst.write_all(chunk).await.is_err() {
