@@ -52,17 +52,26 @@
 //! # }
 //! ```
 
+pub mod container;
 pub mod error;
 pub mod events;
+pub mod fake;
+pub mod io;
+pub mod oom;
 pub mod reaper;
 pub mod runc;
+pub mod runtime;
 pub mod shim;
+pub mod spec;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use container::{ContainerShim, ShimConfig};
 pub use error::{Code, Result, ShimError};
 pub use events::EventBus;
+pub use fake::{FakeRuntime, FakeShim};
 pub use reaper::{Exit, Reaper};
-pub use runc::{RuncConfig, RuncShim};
+pub use runc::{RuncConfig, RuncRuntime, RuncShim};
+pub use runtime::{CreateSpec, Launched, Runtime};
 pub use shim::{EventStream, Shim};
 pub use shim_proto as proto;

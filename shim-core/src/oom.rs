@@ -11,6 +11,9 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
@@ -18,12 +21,44 @@ use tokio::io::unix::AsyncFd;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-/// A watcher of one cgroup's OOM kills.
-pub(crate) enum OomWatcher {
+/// A watcher of one container's OOM kills.
+pub struct OomWatcher(Source);
+
+enum Source {
     /// cgroup v1 eventfd.
     V1 { efd: AsyncFd<OwnedFd>, dir: PathBuf },
     /// cgroup v2 inotify on `memory.events`.
     V2 { inotify: AsyncFd<OwnedFd>, events: PathBuf, seen: AtomicU64 },
+    /// Fired by hand (a fake runtime).
+    Manual(Arc<ManualInner>),
+}
+
+struct ManualInner {
+    pending: AtomicU64,
+    notify: Notify,
+}
+
+/// Fires OOM notifications of a watcher made by [`OomWatcher::manual`].
+#[derive(Clone)]
+pub struct OomTrigger(Arc<ManualInner>);
+
+impl OomTrigger {
+    /// Reports one OOM kill.
+    pub fn fire(&self) {
+        self.0.pending.fetch_add(1, Ordering::SeqCst);
+        self.0.notify.notify_one();
+    }
+}
+
+impl std::fmt::Debug for OomWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.0 {
+            Source::V1 { .. } => "cgroup v1",
+            Source::V2 { .. } => "cgroup v2",
+            Source::Manual(_) => "manual",
+        };
+        f.debug_tuple("OomWatcher").field(&kind).finish()
+    }
 }
 
 fn cgroup_of(pid: u32) -> Option<(bool, String)> {
@@ -56,6 +91,12 @@ fn register(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
 }
 
 impl OomWatcher {
+    /// A watcher fired by hand through the returned trigger.
+    pub fn manual() -> (Self, OomTrigger) {
+        let inner = Arc::new(ManualInner { pending: AtomicU64::new(0), notify: Notify::new() });
+        (Self(Source::Manual(Arc::clone(&inner))), OomTrigger(inner))
+    }
+
     /// Watches the memory cgroup of `pid`; `None` when it has none that can
     /// be watched (logged, not an error: OOM events are then not reported).
     pub fn for_pid(pid: u32) -> Option<Self> {
@@ -83,7 +124,7 @@ impl OomWatcher {
         let line = format!("{} {}", efd.as_fd().as_raw_fd(), control.as_raw_fd());
         event_control.write_all(line.as_bytes())?;
         let fd: OwnedFd = efd.into();
-        Ok(Self::V1 { efd: register(fd)?, dir })
+        Ok(Self(Source::V1 { efd: register(fd)?, dir }))
     }
 
     fn v2(dir: PathBuf) -> std::io::Result<Self> {
@@ -92,14 +133,20 @@ impl OomWatcher {
         inotify.add_watch(&events, AddWatchFlags::IN_MODIFY)?;
         let seen = oom_kills(&events);
         let fd: OwnedFd = inotify.into();
-        Ok(Self::V2 { inotify: register(fd)?, events, seen: AtomicU64::new(seen) })
+        Ok(Self(Source::V2 { inotify: register(fd)?, events, seen: AtomicU64::new(seen) }))
     }
 
     /// Waits until the watcher may have something to report.
     pub async fn ready(&self) {
-        let fd = match self {
-            OomWatcher::V1 { efd, .. } => efd,
-            OomWatcher::V2 { inotify, .. } => inotify,
+        let fd = match &self.0 {
+            Source::V1 { efd, .. } => efd,
+            Source::V2 { inotify, .. } => inotify,
+            Source::Manual(m) => {
+                if m.pending.load(Ordering::SeqCst) == 0 {
+                    m.notify.notified().await;
+                }
+                return;
+            }
         };
         match fd.readable().await {
             Ok(mut guard) => guard.clear_ready(),
@@ -111,8 +158,9 @@ impl OomWatcher {
     /// Consumes pending notifications without waiting; returns how many OOM
     /// kills happened since the last call.
     pub fn take(&self) -> u64 {
-        match self {
-            OomWatcher::V1 { efd, dir } => {
+        match &self.0 {
+            Source::Manual(m) => m.pending.swap(0, Ordering::SeqCst),
+            Source::V1 { efd, dir } => {
                 let mut buf = [0u8; 8];
                 match nix::unistd::read(efd.get_ref().as_fd(), &mut buf) {
                     // The eventfd also fires when the cgroup is removed.
@@ -120,7 +168,7 @@ impl OomWatcher {
                     _ => 0,
                 }
             }
-            OomWatcher::V2 { inotify, events, seen } => {
+            Source::V2 { inotify, events, seen } => {
                 let mut buf = [0u8; 4096];
                 while matches!(nix::unistd::read(inotify.get_ref().as_fd(), &mut buf), Ok(n) if n > 0) {}
                 let now = oom_kills(events);

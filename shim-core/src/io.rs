@@ -21,7 +21,6 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,70 +103,70 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| ShimError::io("cannot create a pipe", e))
 }
 
-/// What the stdio of one process needs before and after runc runs.
+/// The process's side of its stdio, handed to the runtime. `None` is
+/// `/dev/null`. With a terminal all three are `None`: the runtime creates the
+/// pty and hands back its master.
+#[derive(Debug, Default)]
+pub struct ProcessStdio {
+    /// Whether the process gets a terminal.
+    pub terminal: bool,
+    /// The process's stdin.
+    pub stdin: Option<OwnedFd>,
+    /// The process's stdout.
+    pub stdout: Option<OwnedFd>,
+    /// The process's stderr.
+    pub stderr: Option<OwnedFd>,
+}
+
+/// The shim's side of a process's stdio, before the process exists.
 pub(crate) struct PreparedIo {
-    /// For non-terminal processes: what runc (and so the process) gets.
-    pub runc_stdin: Option<Stdio>,
-    pub runc_stdout: Option<Stdio>,
-    pub runc_stderr: Option<Stdio>,
     stdin: Option<(OwnedFd, OwnedFd)>,
     outputs: Vec<(OwnedFd, PathBuf)>,
     terminal: Option<(Input, Output)>,
 }
 
 impl PreparedIo {
-    /// Opens what can be opened at once and creates the pipes runc is given.
-    pub fn prepare(terminal: bool, stdin: &str, stdout: &str, stderr: &str) -> Result<Self> {
+    /// Opens what can be opened at once and creates the pipes the process
+    /// is given.
+    pub fn prepare(terminal: bool, stdin: &str, stdout: &str, stderr: &str) -> Result<(Self, ProcessStdio)> {
         let input = open_input("stdin", stdin)?;
         let out = open_output("stdout", stdout)?;
         if terminal {
             // stderr is unused with a terminal, but a bad path is still an error.
             let _ = open_output("stderr", stderr)?;
-            return Ok(Self {
-                runc_stdin: None,
-                runc_stdout: None,
-                runc_stderr: None,
-                stdin: None,
-                outputs: Vec::new(),
-                terminal: Some((input, out)),
-            });
+            let prepared = Self { stdin: None, outputs: Vec::new(), terminal: Some((input, out)) };
+            return Ok((prepared, ProcessStdio { terminal: true, ..Default::default() }));
         }
         let err = open_output("stderr", stderr)?;
-        let mut prepared = Self {
-            runc_stdin: None,
-            runc_stdout: None,
-            runc_stderr: None,
-            stdin: None,
-            outputs: Vec::new(),
-            terminal: None,
-        };
-        prepared.runc_stdin = match input {
+        let mut prepared = Self { stdin: None, outputs: Vec::new(), terminal: None };
+        let mut child = ProcessStdio::default();
+        child.stdin = match input {
             Input::Null => None,
-            Input::File(f) => Some(Stdio::from(f)),
+            Input::File(f) => Some(f.into()),
             Input::Fifo(fifo) => {
                 let (r, w) = pipe()?;
                 prepared.stdin = Some((fifo, w));
-                Some(Stdio::from(r))
+                Some(r)
             }
         };
-        prepared.runc_stdout = prepared.output(out)?;
-        prepared.runc_stderr = prepared.output(err)?;
-        Ok(prepared)
+        child.stdout = prepared.output(out)?;
+        child.stderr = prepared.output(err)?;
+        Ok((prepared, child))
     }
 
-    fn output(&mut self, out: Output) -> Result<Option<Stdio>> {
+    fn output(&mut self, out: Output) -> Result<Option<OwnedFd>> {
         Ok(match out {
             Output::Null => None,
-            Output::File(f) => Some(Stdio::from(f)),
+            Output::File(f) => Some(f.into()),
             Output::Fifo(path) => {
                 let (r, w) = pipe()?;
                 self.outputs.push((r, path));
-                Some(Stdio::from(w))
+                Some(w)
             }
         })
     }
 
-    /// Starts the copies, once runc has run. `console` is the pty master of
+    /// Starts the copies, once the process exists. `console` is the pty master of
     /// a terminal process.
     pub fn start(self, console: Option<OwnedFd>) -> Result<Pumps> {
         let mut pumps = Pumps::default();
@@ -434,7 +433,7 @@ async fn copy_out<R: AsyncRead + Unpin>(mut src: R, sink: OutputSink, progress: 
 }
 
 /// Sets the window size of a pty (columns and rows).
-pub(crate) fn resize(master: &OwnedFd, cols: u16, rows: u16) -> io::Result<()> {
+pub fn resize(master: &OwnedFd, cols: u16, rows: u16) -> io::Result<()> {
     let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which is valid
     // for the duration of the call; the fd is a live pty master we own.

@@ -1,0 +1,513 @@
+//! [`ContainerShim`]: the shim's logic over any [`Runtime`]: validation,
+//! lifecycle state, stdio, and the ordering of events.
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use nix::sys::signal::Signal;
+use shim_proto::v1::{
+    CloseStdinRequest, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, Event, EventType, EventsRequest,
+    ExecRequest, ExecResponse, KillRequest, Process, PtyRequest, StartRequest, State, StateRequest, StateResponse,
+    WaitRequest, WaitResponse,
+};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::error::{Result, ShimError};
+use crate::events::EventBus;
+use crate::io::{self, PreparedIo, Pumps};
+use crate::oom::OomWatcher;
+use crate::runtime::{CreateSpec, Launched, Runtime};
+use crate::shim::{EventStream, Shim};
+use crate::spec::{self, ProcessDefaults};
+
+/// Settings of the shim logic that do not depend on the runtime.
+#[derive(Debug, Clone)]
+pub struct ShimConfig {
+    /// After a process exits, how long its output may make no progress before
+    /// the shim stops waiting for it and publishes the EXIT anyway.
+    pub io_grace: Duration,
+    /// How long the init's EXIT waits for the EXITs of execs that die with it.
+    pub exec_exit_grace: Duration,
+    /// How many events a subscriber may fall behind before its stream ends.
+    pub event_buffer: usize,
+}
+
+impl Default for ShimConfig {
+    fn default() -> Self {
+        Self {
+            io_grace: Duration::from_secs(2),
+            exec_exit_grace: Duration::from_secs(5),
+            event_buffer: crate::events::DEFAULT_EVENT_BUFFER,
+        }
+    }
+}
+
+/// One process of the container, as the shim records it.
+struct Proc {
+    pid: u32,
+    init: bool,
+    console: Option<Arc<OwnedFd>>,
+    stdin_closer: Mutex<Option<oneshot::Sender<()>>>,
+    /// Set by the reaper's report; what `State` shows.
+    reaped: Mutex<Option<u32>>,
+    /// Set once the EXIT is published (output drained); what `Wait` waits for.
+    exited: watch::Sender<Option<u32>>,
+}
+
+impl Proc {
+    fn new(pid: u32, init: bool, pumps: &mut Pumps) -> Self {
+        let (exited, _) = watch::channel(None);
+        Self {
+            pid,
+            init,
+            console: pumps.console(),
+            stdin_closer: Mutex::new(pumps.take_stdin_closer()),
+            reaped: Mutex::new(None),
+            exited,
+        }
+    }
+
+    fn reaped(&self) -> Option<u32> {
+        *lock(&self.reaped)
+    }
+
+    async fn wait_exited(&self) -> u32 {
+        let mut rx = self.exited.subscribe();
+        let status = match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.unwrap_or_default(),
+            // The sender lives in `self`, so this cannot happen.
+            Err(_) => 255,
+        };
+        status
+    }
+}
+
+struct Container {
+    id: String,
+    init_pid: u32,
+    started: bool,
+    defaults: ProcessDefaults,
+    procs: BTreeMap<u32, Arc<Proc>>,
+    oom_task: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct ShimState {
+    creating: bool,
+    container: Option<Container>,
+}
+
+struct Inner<R> {
+    config: ShimConfig,
+    runtime: R,
+    bus: EventBus,
+    state: Mutex<ShimState>,
+    /// Held across the runtime's start and the STARTED event, and taken by the
+    /// init's exit before its EXIT, so EXIT never precedes STARTED.
+    start_lock: tokio::sync::Mutex<()>,
+    /// Serialises OOM reports with the init's EXIT.
+    oom_lock: tokio::sync::Mutex<Option<Arc<OomWatcher>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A [`Shim`] holding one container, run by the runtime `R`.
+///
+/// [`RuncShim`](crate::RuncShim) uses runc; [`FakeShim`](crate::fake::FakeShim)
+/// runs scripted programs without root. See the crate documentation for the
+/// process model and event ordering. No lock is held across a runtime call or
+/// an I/O wait, so a slow `Exec` does not stall `State`, `Kill` or reaping.
+pub struct ContainerShim<R> {
+    inner: Arc<Inner<R>>,
+}
+
+impl<R> Clone for ContainerShim<R> {
+    fn clone(&self) -> Self {
+        Self { inner: Arc::clone(&self.inner) }
+    }
+}
+
+impl<R: std::fmt::Debug> std::fmt::Debug for ContainerShim<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerShim").field("runtime", &self.inner.runtime).finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> ContainerShim<R> {
+    /// A shim over `runtime`, publishing on `bus` or on a new bus.
+    pub fn with_runtime(runtime: R, config: ShimConfig, bus: Option<EventBus>) -> Self {
+        let bus = bus.unwrap_or_else(|| EventBus::new(config.event_buffer));
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                runtime,
+                bus,
+                state: Mutex::new(ShimState::default()),
+                start_lock: tokio::sync::Mutex::new(()),
+                oom_lock: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The runtime this shim drives.
+    pub fn runtime(&self) -> &R {
+        &self.inner.runtime
+    }
+
+    /// The bus this shim publishes on.
+    pub fn event_bus(&self) -> &EventBus {
+        &self.inner.bus
+    }
+
+    fn publish(&self, id: &str, ty: EventType, pid: u32, status: u32) {
+        self.inner.bus.publish(Event::new(id, ty, pid, status));
+    }
+
+    fn lookup(&self, pid: u32) -> Result<(Arc<Proc>, String)> {
+        let state = lock(&self.inner.state);
+        let c = state.container.as_ref().ok_or(ShimError::ProcessNotFound { pid })?;
+        let p = c.procs.get(&pid).ok_or(ShimError::ProcessNotFound { pid })?;
+        Ok((Arc::clone(p), c.id.clone()))
+    }
+
+    fn spawn_exit(&self, proc: Arc<Proc>, id: String, exit: BoxFuture<'static, Option<u32>>, pumps: Pumps) {
+        let shim = self.clone();
+        tokio::spawn(async move { shim.on_exit(proc, id, exit, pumps).await });
+    }
+
+    /// Follows one process to its EXIT event.
+    async fn on_exit(&self, proc: Arc<Proc>, id: String, exit: BoxFuture<'static, Option<u32>>, mut pumps: Pumps) {
+        let status = exit.await.unwrap_or(255);
+        *lock(&proc.reaped) = Some(status);
+        pumps.drain(self.inner.config.io_grace).await;
+        if proc.init {
+            // Execs die with the init (its pid namespace ends): their EXITs go first.
+            let others: Vec<Arc<Proc>> = {
+                let state = lock(&self.inner.state);
+                state
+                    .container
+                    .as_ref()
+                    .map(|c| c.procs.values().filter(|p| !p.init).cloned().collect())
+                    .unwrap_or_default()
+            };
+            for other in others {
+                let _ = tokio::time::timeout(self.inner.config.exec_exit_grace, other.wait_exited()).await;
+            }
+            let _started = self.inner.start_lock.lock().await;
+            let mut oom = self.inner.oom_lock.lock().await;
+            if let Some(watcher) = oom.take() {
+                if watcher.take() > 0 {
+                    self.publish(&id, EventType::Oom, 0, 0);
+                }
+            }
+            if let Some(task) = lock(&self.inner.state).container.as_mut().and_then(|c| c.oom_task.take()) {
+                task.abort();
+            }
+            self.publish(&id, EventType::Exit, proc.pid, status);
+            proc.exited.send_replace(Some(status));
+        } else {
+            self.publish(&id, EventType::Exit, proc.pid, status);
+            proc.exited.send_replace(Some(status));
+        }
+        // Dropping the pumps closes the pty master, if any.
+        drop(pumps);
+    }
+
+    fn watch_oom(&self, id: String, watcher: Option<OomWatcher>) -> Option<JoinHandle<()>> {
+        let watcher = Arc::new(watcher?);
+        let shim = self.clone();
+        Some(tokio::spawn(async move {
+            *shim.inner.oom_lock.lock().await = Some(Arc::clone(&watcher));
+            loop {
+                watcher.ready().await;
+                let guard = shim.inner.oom_lock.lock().await;
+                if guard.is_none() {
+                    return;
+                }
+                if watcher.take() > 0 {
+                    shim.publish(&id, EventType::Oom, 0, 0);
+                }
+            }
+        }))
+    }
+
+    async fn do_create(&self, req: CreateRequest) -> Result<CreateResponse> {
+        let defaults = ProcessDefaults::from_bundle(&req.bundle)?;
+        let (prepared, stdio) = PreparedIo::prepare(req.terminal, &req.stdin, &req.stdout, &req.stderr)?;
+        let spec = CreateSpec {
+            id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            runtime: req.runtime.clone(),
+            no_pivot: req.no_pivot,
+        };
+        let launched = match self.inner.runtime.create(&spec, stdio).await {
+            Ok(l) => l,
+            Err(e) => {
+                // The runtime may have created the container before failing.
+                self.inner.runtime.cleanup(&spec).await;
+                return Err(e);
+            }
+        };
+        let Launched { pid, exit, console, oom } = launched;
+        let mut pumps = match prepared.start(console) {
+            Ok(p) => p,
+            Err(e) => {
+                self.inner.runtime.cleanup(&spec).await;
+                return Err(e);
+            }
+        };
+        let proc = Arc::new(Proc::new(pid, true, &mut pumps));
+        {
+            let mut state = lock(&self.inner.state);
+            state.creating = false;
+            let mut procs = BTreeMap::new();
+            procs.insert(pid, Arc::clone(&proc));
+            state.container =
+                Some(Container { id: req.id.clone(), init_pid: pid, started: false, defaults, procs, oom_task: None });
+        }
+        self.publish(&req.id, EventType::Created, pid, 0);
+        let oom_task = self.watch_oom(req.id.clone(), oom);
+        if let Some(c) = lock(&self.inner.state).container.as_mut() {
+            c.oom_task = oom_task;
+        }
+        self.spawn_exit(proc, req.id, exit, pumps);
+        Ok(CreateResponse { pid })
+    }
+}
+
+fn signal_of(n: u32) -> Result<Signal> {
+    i32::try_from(n)
+        .ok()
+        .and_then(|n| Signal::try_from(n).ok())
+        .ok_or_else(|| ShimError::invalid("signal", format!("{n} is not a signal number")))
+}
+
+/// Resets `creating` if a Create fails.
+struct CreatingGuard<'a> {
+    state: &'a Mutex<ShimState>,
+}
+
+impl Drop for CreatingGuard<'_> {
+    fn drop(&mut self) {
+        lock(self.state).creating = false;
+    }
+}
+
+#[async_trait]
+impl<R: Runtime> Shim for ContainerShim<R> {
+    async fn create(&self, req: CreateRequest) -> Result<CreateResponse> {
+        spec::validate_id(&req.id)?;
+        spec::validate_bundle(&req.bundle)?;
+        io::validate_path("stdin", &req.stdin)?;
+        io::validate_path("stdout", &req.stdout)?;
+        io::validate_path("stderr", &req.stderr)?;
+        if req.runtime.contains('\0') {
+            return Err(ShimError::invalid("runtime", "contains a NUL byte"));
+        }
+        {
+            let mut state = lock(&self.inner.state);
+            if let Some(c) = &state.container {
+                return Err(ShimError::AlreadyExists { id: c.id.clone() });
+            }
+            if state.creating {
+                return Err(ShimError::AlreadyExists { id: req.id.clone() });
+            }
+            state.creating = true;
+        }
+        let _guard = CreatingGuard { state: &self.inner.state };
+        self.do_create(req).await
+    }
+
+    async fn start(&self, _req: StartRequest) -> Result<()> {
+        let _started = self.inner.start_lock.lock().await;
+        let (id, pid) = {
+            let mut state = lock(&self.inner.state);
+            let c = state
+                .container
+                .as_mut()
+                .ok_or_else(|| ShimError::FailedPrecondition("no container to start: create it first".into()))?;
+            if c.started {
+                return Err(ShimError::FailedPrecondition(format!("container {} is already started", c.id)));
+            }
+            let init = c.procs.get(&c.init_pid);
+            if init.is_none_or(|p| p.reaped().is_some()) {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "init process {} of container {} has already exited",
+                    c.init_pid, c.id
+                )));
+            }
+            c.started = true;
+            (c.id.clone(), c.init_pid)
+        };
+        if let Err(e) = self.inner.runtime.start(&id).await {
+            if let Some(c) = lock(&self.inner.state).container.as_mut() {
+                c.started = false;
+            }
+            return Err(e);
+        }
+        self.publish(&id, EventType::Started, pid, 0);
+        Ok(())
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
+        if req.pid == 0 {
+            return Err(ShimError::invalid("pid", "0 is not a process"));
+        }
+        let (proc, id) = self.lookup(req.pid)?;
+        if proc.init {
+            if proc.reaped().is_none() {
+                if let Err(e) = self.inner.runtime.kill_all(&id, Signal::SIGKILL).await {
+                    // It may have exited meanwhile; otherwise kill the init directly.
+                    tracing::debug!(error = %e, "kill of all processes failed");
+                    let _ = self.inner.runtime.signal(proc.pid, Signal::SIGKILL);
+                }
+            }
+            let status = proc.wait_exited().await;
+            self.inner.runtime.delete(&id).await?;
+            let removed = {
+                let mut state = lock(&self.inner.state);
+                match &state.container {
+                    Some(c) if c.init_pid == proc.pid && c.id == id => state.container.take(),
+                    _ => None,
+                }
+            };
+            let Some(mut c) = removed else {
+                return Err(ShimError::ProcessNotFound { pid: req.pid });
+            };
+            if let Some(t) = c.oom_task.take() {
+                t.abort();
+            }
+            Ok(DeleteResponse { exit_status: status })
+        } else {
+            if proc.reaped().is_none() {
+                self.inner.runtime.signal(proc.pid, Signal::SIGKILL)?;
+            }
+            let status = proc.wait_exited().await;
+            let removed = lock(&self.inner.state).container.as_mut().and_then(|c| c.procs.remove(&proc.pid));
+            if removed.is_none() {
+                return Err(ShimError::ProcessNotFound { pid: req.pid });
+            }
+            Ok(DeleteResponse { exit_status: status })
+        }
+    }
+
+    async fn exec(&self, req: ExecRequest) -> Result<ExecResponse> {
+        io::validate_path("stdin", &req.stdin)?;
+        io::validate_path("stdout", &req.stdout)?;
+        io::validate_path("stderr", &req.stderr)?;
+        let (id, defaults) = {
+            let state = lock(&self.inner.state);
+            let c = state
+                .container
+                .as_ref()
+                .ok_or_else(|| ShimError::FailedPrecondition("no container to exec in: create it first".into()))?;
+            if c.procs.get(&c.init_pid).is_none_or(|p| p.reaped().is_some()) {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "init process {} of container {} has exited; cannot exec",
+                    c.init_pid, c.id
+                )));
+            }
+            (c.id.clone(), c.defaults.clone())
+        };
+        let process = spec::exec_process(&req, &defaults)?;
+        let (prepared, stdio) = PreparedIo::prepare(req.terminal, &req.stdin, &req.stdout, &req.stderr)?;
+        let Launched { pid, exit, console, .. } = self.inner.runtime.exec(&id, &process, stdio).await?;
+        let mut pumps = prepared.start(console)?;
+        let proc = Arc::new(Proc::new(pid, false, &mut pumps));
+        {
+            let mut state = lock(&self.inner.state);
+            match state.container.as_mut() {
+                Some(c) if c.id == id => {
+                    c.procs.insert(pid, Arc::clone(&proc));
+                }
+                _ => return Err(ShimError::FailedPrecondition(format!("container {id} was deleted during exec"))),
+            }
+        }
+        self.publish(&id, EventType::ExecAdded, pid, 0);
+        self.spawn_exit(proc, id, exit, pumps);
+        Ok(ExecResponse { pid })
+    }
+
+    async fn pty(&self, req: PtyRequest) -> Result<()> {
+        if req.pid == 0 {
+            return Err(ShimError::invalid("pid", "0 is not a process"));
+        }
+        let cols = u16::try_from(req.width)
+            .map_err(|_| ShimError::invalid("width", format!("{} columns is more than {}", req.width, u16::MAX)))?;
+        let rows = u16::try_from(req.height)
+            .map_err(|_| ShimError::invalid("height", format!("{} rows is more than {}", req.height, u16::MAX)))?;
+        let (proc, _) = self.lookup(req.pid)?;
+        let console = proc
+            .console
+            .as_ref()
+            .ok_or_else(|| ShimError::FailedPrecondition(format!("process {} has no terminal", req.pid)))?;
+        io::resize(console, cols, rows)
+            .map_err(|e| ShimError::io(format!("cannot resize the terminal of process {}", req.pid), e))
+    }
+
+    async fn events(&self, _req: EventsRequest) -> Result<EventStream> {
+        Ok(self.inner.bus.subscribe())
+    }
+
+    async fn state(&self, _req: StateRequest) -> Result<StateResponse> {
+        let state = lock(&self.inner.state);
+        let Some(c) = &state.container else {
+            return Ok(StateResponse::default());
+        };
+        let entry = |p: &Proc| Process::new(p.pid, if p.reaped().is_some() { State::Stopped } else { State::Running });
+        let mut processes: Vec<Process> = c.procs.get(&c.init_pid).map(|p| entry(p)).into_iter().collect();
+        processes.extend(c.procs.values().filter(|p| !p.init).map(|p| entry(p)));
+        Ok(StateResponse { id: c.id.clone(), processes })
+    }
+
+    async fn kill(&self, req: KillRequest) -> Result<()> {
+        if req.pid == 0 {
+            return Err(ShimError::invalid("pid", "0 is not a process"));
+        }
+        let signal = signal_of(req.signal)?;
+        let (proc, id) = self.lookup(req.pid)?;
+        if req.all && !proc.init {
+            return Err(ShimError::invalid(
+                "all",
+                format!("applies to the init process only, not to exec {}", req.pid),
+            ));
+        }
+        if proc.reaped().is_some() {
+            return Err(ShimError::FailedPrecondition(format!("process {} has already exited", req.pid)));
+        }
+        if req.all {
+            return self.inner.runtime.kill_all(&id, signal).await;
+        }
+        if self.inner.runtime.signal(proc.pid, signal)? {
+            Ok(())
+        } else {
+            Err(ShimError::FailedPrecondition(format!("process {} has already exited", req.pid)))
+        }
+    }
+
+    async fn wait(&self, req: WaitRequest) -> Result<WaitResponse> {
+        if req.pid == 0 {
+            return Err(ShimError::invalid("pid", "0 is not a process"));
+        }
+        let (proc, _) = self.lookup(req.pid)?;
+        Ok(WaitResponse { exit_status: proc.wait_exited().await })
+    }
+
+    async fn close_stdin(&self, req: CloseStdinRequest) -> Result<()> {
+        if req.pid == 0 {
+            return Err(ShimError::invalid("pid", "0 is not a process"));
+        }
+        let (proc, _) = self.lookup(req.pid)?;
+        if let Some(tx) = lock(&proc.stdin_closer).take() {
+            let _ = tx.send(());
+        }
+        Ok(())
+    }
+}
