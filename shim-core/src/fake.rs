@@ -355,7 +355,7 @@ impl FakeRuntime {
         let container = container.to_string();
         tokio::spawn(async move {
             let killed_by = |sig: Option<Signal>| sig.map(|s| 128 + s as u32);
-            let program = async move {
+            let mut program = Box::pin(async move {
                 if let Some(start) = start {
                     if start.await.is_err() {
                         // Deleted before start: it never runs.
@@ -363,8 +363,7 @@ impl FakeRuntime {
                     }
                 }
                 Some(run_steps(steps, &mut io, &oom).await)
-            };
-            tokio::pin!(program);
+            });
             let status = loop {
                 tokio::select! {
                     status = &mut program => break status.unwrap_or(137),

@@ -139,8 +139,7 @@ impl PreparedIo {
         }
         let err = open_output("stderr", stderr)?;
         let mut prepared = Self { stdin: None, outputs: Vec::new(), terminal: None };
-        let mut child = ProcessStdio::default();
-        child.stdin = match input {
+        let stdin = match input {
             Input::Null => None,
             Input::File(f) => Some(f.into()),
             Input::Fifo(fifo) => {
@@ -149,9 +148,9 @@ impl PreparedIo {
                 Some(r)
             }
         };
-        child.stdout = prepared.output(out)?;
-        child.stderr = prepared.output(err)?;
-        Ok((prepared, child))
+        let stdout = prepared.output(out)?;
+        let stderr = prepared.output(err)?;
+        Ok((prepared, ProcessStdio { terminal: false, stdin, stdout, stderr }))
     }
 
     fn output(&mut self, out: Output) -> Result<Option<OwnedFd>> {
