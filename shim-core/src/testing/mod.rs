@@ -28,6 +28,8 @@ use std::sync::OnceLock;
 
 use crate::Reaper;
 
+pub mod conformance;
+
 /// Applets linked into every bundle's `/bin`.
 pub const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "sleep", "true", "false", "dd", "stty", "env", "id", "hostname", "ls", "ps", "kill", "head",
@@ -166,6 +168,16 @@ impl BundleBuilder {
     pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
         self.hostname = hostname.into();
         self
+    }
+
+    /// Writes only `config.json` into `dir` (created if missing): enough for
+    /// the [`FakeShim`](crate::fake::FakeShim), and needs no busybox.
+    pub fn build_config_only(&self, dir: &Path) -> Result<Bundle, BundleError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let config = dir.join("config.json");
+        let text = serde_json::to_vec_pretty(&self.config())?;
+        fs::write(&config, text).map_err(io_err(&config))?;
+        Ok(Bundle { path: dir.to_path_buf() })
     }
 
     /// Writes the bundle into `dir` (created if missing): `rootfs/` with
