@@ -14,6 +14,7 @@ use shim_core::{FakeShim, RuncConfig, RuncShim, Shim, ShimConfig};
 use shim_transport_mem::MemOptions;
 
 fn connect(shim: Arc<dyn Shim>) -> Arc<dyn Shim> {
+    // The client owns its server: dropping the shim closes the connection.
     Arc::new(shim_transport_mem::connect(shim, MemOptions { encode: true, ..Default::default() }))
 }
 

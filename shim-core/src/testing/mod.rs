@@ -387,3 +387,46 @@ pub fn is_zombie_child(pid: u32) -> bool {
     let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
     state == Some("Z") && ppid == Some(std::process::id())
 }
+
+/// A shim that keeps something alive (a server, a temporary directory) for
+/// as long as the shim is used; every call goes to `shim`.
+pub struct Guarded<G> {
+    /// Where calls go.
+    pub shim: std::sync::Arc<dyn crate::Shim>,
+    /// Kept alive with the shim.
+    pub guard: G,
+}
+
+#[async_trait::async_trait]
+impl<G: Send + Sync> crate::Shim for Guarded<G> {
+    async fn create(&self, r: shim_proto::v1::CreateRequest) -> crate::Result<shim_proto::v1::CreateResponse> {
+        self.shim.create(r).await
+    }
+    async fn start(&self, r: shim_proto::v1::StartRequest) -> crate::Result<()> {
+        self.shim.start(r).await
+    }
+    async fn delete(&self, r: shim_proto::v1::DeleteRequest) -> crate::Result<shim_proto::v1::DeleteResponse> {
+        self.shim.delete(r).await
+    }
+    async fn exec(&self, r: shim_proto::v1::ExecRequest) -> crate::Result<shim_proto::v1::ExecResponse> {
+        self.shim.exec(r).await
+    }
+    async fn pty(&self, r: shim_proto::v1::PtyRequest) -> crate::Result<()> {
+        self.shim.pty(r).await
+    }
+    async fn events(&self, r: shim_proto::v1::EventsRequest) -> crate::Result<crate::EventStream> {
+        self.shim.events(r).await
+    }
+    async fn state(&self, r: shim_proto::v1::StateRequest) -> crate::Result<shim_proto::v1::StateResponse> {
+        self.shim.state(r).await
+    }
+    async fn kill(&self, r: shim_proto::v1::KillRequest) -> crate::Result<()> {
+        self.shim.kill(r).await
+    }
+    async fn wait(&self, r: shim_proto::v1::WaitRequest) -> crate::Result<shim_proto::v1::WaitResponse> {
+        self.shim.wait(r).await
+    }
+    async fn close_stdin(&self, r: shim_proto::v1::CloseStdinRequest) -> crate::Result<()> {
+        self.shim.close_stdin(r).await
+    }
+}

@@ -1,0 +1,174 @@
+//! A gRPC client that is itself a [`Shim`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use hyper_util::rt::TokioIo;
+use shim_core::{EventStream, Result, Shim, ShimError};
+use shim_proto::v1::shim_client::ShimClient;
+use shim_proto::v1::{
+    CloseStdinRequest, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, EventsRequest, ExecRequest,
+    ExecResponse, KillRequest, PtyRequest, StartRequest, StateRequest, StateResponse, WaitRequest, WaitResponse,
+};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Request;
+
+use crate::status::from_status;
+
+/// Settings of the client.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+    /// How long a call may take; not applied to `Wait` and `Events`, which
+    /// last as long as the process or the subscription.
+    pub call_timeout: Duration,
+    /// Largest response accepted, in bytes.
+    pub max_message: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(60),
+            max_message: crate::server::DEFAULT_MAX_MESSAGE,
+        }
+    }
+}
+
+/// A [`Shim`] reached over gRPC. Cheap to clone; clones share the connection.
+///
+/// Over a unix socket it sends `:authority` `localhost` (as grpc-go does),
+/// which the server accepts.
+#[derive(Debug, Clone)]
+pub struct GrpcShim {
+    client: ShimClient<Channel>,
+    options: ClientOptions,
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> ShimError {
+    ShimError::Unavailable(format!("{what}: {e}"))
+}
+
+impl GrpcShim {
+    /// Connects to a shim on a unix socket.
+    pub async fn connect(path: impl AsRef<Path>, options: ClientOptions) -> Result<Self> {
+        let path: PathBuf = path.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        let endpoint = Endpoint::from_static("http://localhost").connect_timeout(options.connect_timeout);
+        let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move { tokio::net::UnixStream::connect(path).await.map(TokioIo::new) }
+        });
+        let channel = tokio::time::timeout(options.connect_timeout, endpoint.connect_with_connector(connector))
+            .await
+            .map_err(|_| unavailable(&format!("cannot connect to {shown}"), "timed out"))?
+            .map_err(|e| unavailable(&format!("cannot connect to {shown}"), source_chain(&e)))?;
+        Ok(Self::from_channel(channel, options))
+    }
+
+    /// Connects to a shim served over TCP, such as `http://127.0.0.1:5000`.
+    pub async fn connect_tcp(uri: &str, options: ClientOptions) -> Result<Self> {
+        let endpoint = Endpoint::from_shared(uri.to_string())
+            .map_err(|e| ShimError::invalid("uri", format!("{uri:?}: {e}")))?
+            .connect_timeout(options.connect_timeout);
+        let channel =
+            endpoint.connect().await.map_err(|e| unavailable(&format!("cannot connect to {uri}"), source_chain(&e)))?;
+        Ok(Self::from_channel(channel, options))
+    }
+
+    /// A client over an existing channel.
+    pub fn from_channel(channel: Channel, options: ClientOptions) -> Self {
+        let client = ShimClient::new(channel)
+            .max_decoding_message_size(options.max_message)
+            .max_encoding_message_size(options.max_message);
+        Self { client, options }
+    }
+
+    fn request<T>(&self, msg: T, timed: bool) -> Request<T> {
+        let mut req = Request::new(msg);
+        if timed {
+            req.set_timeout(self.options.call_timeout);
+        }
+        req
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        cur = s.source();
+    }
+    text
+}
+
+#[async_trait]
+impl Shim for GrpcShim {
+    async fn create(&self, req: CreateRequest) -> Result<CreateResponse> {
+        let r = self.request(req, true);
+        self.client.clone().create(r).await.map(|r| r.into_inner()).map_err(from_status)
+    }
+
+    async fn start(&self, req: StartRequest) -> Result<()> {
+        let r = self.request(req, true);
+        self.client.clone().start(r).await.map(|r| r.into_inner()).map_err(from_status)
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
+        // Delete waits for the process to be reaped: no call timeout.
+        let r = self.request(req, false);
+        self.client.clone().delete(r).await.map(|r| r.into_inner()).map_err(from_status)
+    }
+
+    async fn exec(&self, req: ExecRequest) -> Result<ExecResponse> {
+        let r = self.request(req, true);
+        self.client.clone().exec(r).await.map(|r| r.into_inner()).map_err(from_status)
+    }
+
+    async fn pty(&self, req: PtyRequest) -> Result<()> {
+        let r = self.request(req, true);
+        self.client.clone().pty(r).await.map(|r| r.into_inner()).map_err(from_status)
+    }
+
+    async fn events(&self, req: EventsRequest) -> Result<EventStream> {
+        let r = self.request(req, false);
+        let stream = self.client.clone().events(r).await.map_err(from_status)?.into_inner();
+        // A stream the server ends without an error item ended because the
+        // connection or the server went away: say so.
+        let stream = futures::stream::unfold(Some(stream), |s| async move {
+            let mut s = s?;
+            match s.next().await {
+                Some(Ok(ev)) => Some((Ok(ev), Some(s))),
+                Some(Err(status)) => Some((Err(from_status(status)), None)),
+                None => Some((Err(ShimError::Unavailable("the shim ended the event stream".into())), None)),
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn state(&self, req: StateRequest) -> Result<StateResponse> {
+        let r = self.request(req, true);
+        self.client.clone().state(r).await.map(|r| r.into_inner()).map_err(from_status)
+    }
+
+    async fn kill(&self, req: KillRequest) -> Result<()> {
+        let r = self.request(req, true);
+        self.client.clone().kill(r).await.map(|r| r.into_inner()).map_err(from_status)
+    }
+
+    async fn wait(&self, req: WaitRequest) -> Result<WaitResponse> {
+        let r = self.request(req, false);
+        self.client.clone().wait(r).await.map(|r| r.into_inner()).map_err(from_status)
+    }
+
+    async fn close_stdin(&self, req: CloseStdinRequest) -> Result<()> {
+        let r = self.request(req, true);
+        self.client.clone().close_stdin(r).await.map(|r| r.into_inner()).map_err(from_status)
+    }
+}

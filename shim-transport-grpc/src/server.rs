@@ -1,0 +1,338 @@
+//! Serving a [`Shim`] over gRPC.
+
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use shim_core::Shim;
+use shim_proto::v1::shim_server::{Shim as GrpcService, ShimServer};
+use shim_proto::v1::{
+    CloseStdinRequest, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, Event, EventsRequest, ExecRequest,
+    ExecResponse, KillRequest, PtyRequest, StartRequest, StateRequest, StateResponse, WaitRequest, WaitResponse,
+};
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+use crate::status::to_status;
+
+/// Largest message accepted or sent by default (4 MiB, gRPC's usual limit).
+pub const DEFAULT_MAX_MESSAGE: usize = 4 << 20;
+
+/// Errors of setting up or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Another shim is serving on this socket path.
+    #[error("socket {0} is in use by a live server")]
+    InUse(PathBuf),
+    /// The socket's directory could be entered by users other than its owner.
+    #[error("socket directory {dir} has mode {mode:o}: it must be reachable by its owner only (0700)")]
+    OpenDirectory {
+        /// The directory.
+        dir: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The socket directory belongs to another user.
+    #[error("socket directory {dir} is owned by uid {owner}, not by this process's uid {me}")]
+    ForeignDirectory {
+        /// The directory.
+        dir: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// Our uid.
+        me: u32,
+    },
+    /// The path exists and is not a socket.
+    #[error("{0} exists and is not a socket")]
+    NotASocket(PathBuf),
+    /// An I/O operation failed.
+    #[error("{context} {path}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// With which path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The reflection service could not be built.
+    #[error("reflection service: {0}")]
+    Reflection(String),
+}
+
+/// Settings of the gRPC server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Largest request or response, in bytes.
+    pub max_message: usize,
+    /// Events buffered per stream between the shim and the connection.
+    pub event_buffer: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self { max_message: DEFAULT_MAX_MESSAGE, event_buffer: 256 }
+    }
+}
+
+/// Prepares `path` for a new socket: a private directory, no live server,
+/// no stale file. Returns the bound listener with mode 0600.
+pub fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
+    fn io<'a>(context: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ServeError + 'a {
+        move |source| ServeError::Io { context, path: path.to_path_buf(), source }
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.exists() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io("cannot create", dir))?;
+    }
+    let meta = std::fs::metadata(dir).map_err(io("cannot stat", dir))?;
+    let me = nix::unistd::Uid::effective().as_raw();
+    if meta.uid() != me {
+        return Err(ServeError::ForeignDirectory { dir: dir.to_path_buf(), owner: meta.uid(), me });
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ServeError::OpenDirectory { dir: dir.to_path_buf(), mode });
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => {
+            use std::os::unix::fs::FileTypeExt;
+            if !m.file_type().is_socket() {
+                return Err(ServeError::NotASocket(path.to_path_buf()));
+            }
+            // A live server accepts; a stale socket refuses.
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ServeError::InUse(path.to_path_buf()));
+            }
+            std::fs::remove_file(path).map_err(io("cannot remove stale socket", path))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("cannot stat", path)(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(io("cannot bind", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io("cannot chmod", path))?;
+    Ok(listener)
+}
+
+/// Refuses a unix-socket peer whose uid is neither root nor ours.
+fn check_peer(req: Request<()>) -> Result<Request<()>, Status> {
+    let Some(info) = req.extensions().get::<UdsConnectInfo>() else {
+        // Not a unix socket (TCP): nothing to check.
+        return Ok(req);
+    };
+    let me = nix::unistd::Uid::effective().as_raw();
+    match info.peer_cred.map(|c| c.uid()) {
+        Some(uid) if uid == 0 || uid == me => Ok(req),
+        Some(uid) => {
+            Err(Status::permission_denied(format!("peer uid {uid} may not use this shim (allowed: 0 and {me})")))
+        }
+        None => Err(Status::permission_denied("peer credentials unavailable")),
+    }
+}
+
+/// The tonic service over a [`Shim`].
+#[derive(Clone)]
+pub struct GrpcShimService {
+    shim: Arc<dyn Shim>,
+    shutdown: watch::Receiver<bool>,
+    event_buffer: usize,
+}
+
+impl GrpcShimService {
+    /// Wraps `shim`; its event streams end when `shutdown` turns true.
+    pub fn new(shim: Arc<dyn Shim>, shutdown: watch::Receiver<bool>, event_buffer: usize) -> Self {
+        Self { shim, shutdown, event_buffer }
+    }
+}
+
+type EventResult = Result<Event, Status>;
+
+#[tonic::async_trait]
+impl GrpcService for GrpcShimService {
+    async fn create(&self, r: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
+        self.shim.create(r.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    async fn start(&self, r: Request<StartRequest>) -> Result<Response<()>, Status> {
+        self.shim.start(r.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        self.shim.delete(r.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    async fn exec(&self, r: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        self.shim.exec(r.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    async fn pty(&self, r: Request<PtyRequest>) -> Result<Response<()>, Status> {
+        self.shim.pty(r.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    type EventsStream = Pin<Box<dyn Stream<Item = EventResult> + Send + 'static>>;
+
+    async fn events(&self, r: Request<EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+        let mut events = self.shim.events(r.into_inner()).await.map_err(to_status)?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<EventResult>(self.event_buffer.max(1));
+        let mut shutdown = self.shutdown.clone();
+        // Forwarding in a task of its own lets the stream end on shutdown, and
+        // a client that goes away closes `rx`, which ends the task and with it
+        // the subscription.
+        tokio::spawn(async move {
+            loop {
+                let item = tokio::select! {
+                    item = events.next() => item,
+                    _ = tx.closed() => return,
+                    _ = shutdown.wait_for(|s| *s) => return,
+                };
+                let Some(item) = item else { return };
+                let last = item.is_err();
+                if tx.send(item.map_err(to_status)).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn state(&self, r: Request<StateRequest>) -> Result<Response<StateResponse>, Status> {
+        self.shim.state(r.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    async fn kill(&self, r: Request<KillRequest>) -> Result<Response<()>, Status> {
+        self.shim.kill(r.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    async fn wait(&self, r: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
+        self.shim.wait(r.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    async fn close_stdin(&self, r: Request<CloseStdinRequest>) -> Result<Response<()>, Status> {
+        self.shim.close_stdin(r.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+}
+
+/// A running gRPC server; see [`GrpcServer::shutdown`].
+pub struct GrpcServer {
+    shutdown: watch::Sender<bool>,
+    task: Task,
+    socket: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for GrpcServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcServer").field("socket", &self.socket).finish_non_exhaustive()
+    }
+}
+
+impl GrpcServer {
+    /// The unix socket path served, if any.
+    pub fn socket(&self) -> Option<&Path> {
+        self.socket.as_deref()
+    }
+
+    /// Stops accepting, ends every event stream, waits for calls in progress,
+    /// and removes the socket file.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        let _ = self.shutdown.send(true);
+        let result = match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(ServeError::Reflection(format!("server task failed: {e}"))),
+        };
+        if let Some(path) = self.socket.take() {
+            let _ = std::fs::remove_file(path);
+        }
+        result
+    }
+
+    /// Waits until the server stops by itself (it normally runs until
+    /// [`GrpcServer::shutdown`]).
+    pub async fn wait(&mut self) -> Result<(), ServeError> {
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(ServeError::Reflection(format!("server task failed: {e}"))),
+        }
+    }
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        self.task.abort();
+        if let Some(path) = self.socket.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Starts the server on `incoming` in a task.
+fn spawn_server<I, IO, IE>(
+    shim: Arc<dyn Shim>,
+    options: &ServerOptions,
+    incoming: I,
+) -> Result<(watch::Sender<bool>, Task), ServeError>
+where
+    I: Stream<Item = Result<IO, IE>> + Send + 'static,
+    IO: tonic::transport::server::Connected + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (tx, rx) = watch::channel(false);
+    let service = GrpcShimService::new(shim, rx.clone(), options.event_buffer);
+    let shim_server = ShimServer::new(service)
+        .max_decoding_message_size(options.max_message)
+        .max_encoding_message_size(options.max_message);
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(shim_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let mut stop = rx;
+    let task = tokio::spawn(async move {
+        reporter.set_serving::<ShimServer<GrpcShimService>>().await;
+        let check: fn(Request<()>) -> Result<Request<()>, Status> = check_peer;
+        tonic::transport::Server::builder()
+            .layer(tonic::service::InterceptorLayer::new(check))
+            .add_service(shim_server)
+            .add_service(health)
+            .add_service(reflection)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+            .map_err(ServeError::from)
+    });
+    Ok((tx, task))
+}
+
+type Task = tokio::task::JoinHandle<Result<(), ServeError>>;
+
+/// Serves `shim` on the unix socket `path` (see [`bind_unix`] for the
+/// checks made), with the health and reflection services.
+pub fn serve_unix(shim: Arc<dyn Shim>, path: &Path, options: ServerOptions) -> Result<GrpcServer, ServeError> {
+    let listener = bind_unix(path)?;
+    let (shutdown, task) = spawn_server(shim, &options, UnixListenerStream::new(listener))?;
+    Ok(GrpcServer { shutdown, task, socket: Some(path.to_path_buf()) })
+}
+
+/// Serves `shim` on a TCP address. There is no peer check on TCP: use it only
+/// on a trusted network or behind an authenticating proxy.
+pub async fn serve_tcp(
+    shim: Arc<dyn Shim>,
+    addr: std::net::SocketAddr,
+    options: ServerOptions,
+) -> Result<(GrpcServer, std::net::SocketAddr), ServeError> {
+    let err = |context| move |source| ServeError::Io { context, path: PathBuf::from(addr.to_string()), source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(err("cannot bind"))?;
+    let local = listener.local_addr().map_err(err("cannot read the address of"))?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let (shutdown, task) = spawn_server(shim, &options, incoming)?;
+    Ok((GrpcServer { shutdown, task, socket: None }, local))
+}

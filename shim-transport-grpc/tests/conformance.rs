@@ -1,0 +1,58 @@
+//! The conformance suite over gRPC on a real unix socket, against the runc
+//! shim and the fake shim.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use shim_core::testing::conformance::{Harness, Programs};
+use shim_core::testing::{require_runc, shared_reaper, Guarded};
+use shim_core::{FakeShim, RuncConfig, RuncShim, Shim, ShimConfig};
+use shim_transport_grpc::{serve_unix, ClientOptions, GrpcServer, GrpcShim, ServerOptions};
+
+async fn over_grpc(shim: Arc<dyn Shim>, dir: &Path) -> Arc<dyn Shim> {
+    let socket = dir.join("sock").join("shim.sock");
+    let server = serve_unix(shim, &socket, ServerOptions::default()).unwrap();
+    let client = GrpcShim::connect(&socket, ClientOptions::default()).await.unwrap();
+    Arc::new(Guarded::<GrpcServer> { shim: Arc::new(client), guard: server })
+}
+
+struct GrpcOverRunc;
+
+#[async_trait]
+impl Harness for GrpcOverRunc {
+    fn available(&self) -> bool {
+        require_runc()
+    }
+    fn programs(&self) -> Programs {
+        Programs::Busybox
+    }
+    async fn shim(&self, dir: &Path) -> Arc<dyn Shim> {
+        let config = RuncConfig::new(dir.join("work")).io_grace(Duration::from_millis(500));
+        over_grpc(Arc::new(RuncShim::new(config, shared_reaper()).unwrap()), dir).await
+    }
+}
+
+struct GrpcOverFake;
+
+#[async_trait]
+impl Harness for GrpcOverFake {
+    fn programs(&self) -> Programs {
+        Programs::Fake
+    }
+    async fn shim(&self, dir: &Path) -> Arc<dyn Shim> {
+        let config = ShimConfig { io_grace: Duration::from_millis(500), ..Default::default() };
+        over_grpc(Arc::new(FakeShim::with_config(config, None)), dir).await
+    }
+}
+
+mod grpc_over_runc {
+    shim_core::conformance_tests!(super::GrpcOverRunc);
+}
+
+mod grpc_over_fake {
+    shim_core::conformance_tests!(super::GrpcOverFake);
+}
