@@ -88,12 +88,21 @@ impl GrpcShim {
         Self { client, options }
     }
 
-    fn request<T>(&self, msg: T, timed: bool) -> Request<T> {
+    /// Wraps a message, refusing one over the size limit up front (the
+    /// codec would fail it with an opaque HTTP/2 error instead).
+    fn request<T: prost::Message>(&self, msg: T, timed: bool) -> Result<Request<T>> {
+        let len = msg.encoded_len();
+        if len > self.options.max_message {
+            return Err(ShimError::invalid(
+                "request",
+                format!("encoded request of {len} bytes is over the {}-byte message limit", self.options.max_message),
+            ));
+        }
         let mut req = Request::new(msg);
         if timed {
             req.set_timeout(self.options.call_timeout);
         }
-        req
+        Ok(req)
     }
 }
 
@@ -111,33 +120,33 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 #[async_trait]
 impl Shim for GrpcShim {
     async fn create(&self, req: CreateRequest) -> Result<CreateResponse> {
-        let r = self.request(req, true);
+        let r = self.request(req, true)?;
         self.client.clone().create(r).await.map(|r| r.into_inner()).map_err(from_status)
     }
 
     async fn start(&self, req: StartRequest) -> Result<()> {
-        let r = self.request(req, true);
+        let r = self.request(req, true)?;
         self.client.clone().start(r).await.map(|r| r.into_inner()).map_err(from_status)
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
         // Delete waits for the process to be reaped: no call timeout.
-        let r = self.request(req, false);
+        let r = self.request(req, false)?;
         self.client.clone().delete(r).await.map(|r| r.into_inner()).map_err(from_status)
     }
 
     async fn exec(&self, req: ExecRequest) -> Result<ExecResponse> {
-        let r = self.request(req, true);
+        let r = self.request(req, true)?;
         self.client.clone().exec(r).await.map(|r| r.into_inner()).map_err(from_status)
     }
 
     async fn pty(&self, req: PtyRequest) -> Result<()> {
-        let r = self.request(req, true);
+        let r = self.request(req, true)?;
         self.client.clone().pty(r).await.map(|r| r.into_inner()).map_err(from_status)
     }
 
     async fn events(&self, req: EventsRequest) -> Result<EventStream> {
-        let r = self.request(req, false);
+        let r = self.request(req, false)?;
         let stream = self.client.clone().events(r).await.map_err(from_status)?.into_inner();
         // A stream the server ends without an error item ended because the
         // connection or the server went away: say so.
@@ -153,22 +162,22 @@ impl Shim for GrpcShim {
     }
 
     async fn state(&self, req: StateRequest) -> Result<StateResponse> {
-        let r = self.request(req, true);
+        let r = self.request(req, true)?;
         self.client.clone().state(r).await.map(|r| r.into_inner()).map_err(from_status)
     }
 
     async fn kill(&self, req: KillRequest) -> Result<()> {
-        let r = self.request(req, true);
+        let r = self.request(req, true)?;
         self.client.clone().kill(r).await.map(|r| r.into_inner()).map_err(from_status)
     }
 
     async fn wait(&self, req: WaitRequest) -> Result<WaitResponse> {
-        let r = self.request(req, false);
+        let r = self.request(req, false)?;
         self.client.clone().wait(r).await.map(|r| r.into_inner()).map_err(from_status)
     }
 
     async fn close_stdin(&self, req: CloseStdinRequest) -> Result<()> {
-        let r = self.request(req, true);
+        let r = self.request(req, true)?;
         self.client.clone().close_stdin(r).await.map(|r| r.into_inner()).map_err(from_status)
     }
 }

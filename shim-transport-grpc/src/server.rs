@@ -75,11 +75,15 @@ pub struct ServerOptions {
     pub max_message: usize,
     /// Events buffered per stream between the shim and the connection.
     pub event_buffer: usize,
+    /// How long [`GrpcServer::shutdown`] lets calls in progress finish
+    /// before it closes every connection anyway (a silent client would
+    /// otherwise hold it forever).
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { max_message: DEFAULT_MAX_MESSAGE, event_buffer: 256 }
+        Self { max_message: DEFAULT_MAX_MESSAGE, event_buffer: 256, shutdown_grace: std::time::Duration::from_secs(5) }
     }
 }
 
@@ -222,6 +226,7 @@ impl GrpcService for GrpcShimService {
 
 /// A running gRPC server; see [`GrpcServer::shutdown`].
 pub struct GrpcServer {
+    grace: std::time::Duration,
     shutdown: watch::Sender<bool>,
     task: Task,
     socket: Option<PathBuf>,
@@ -243,9 +248,14 @@ impl GrpcServer {
     /// and removes the socket file.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         let _ = self.shutdown.send(true);
-        let result = match (&mut self.task).await {
-            Ok(r) => r,
-            Err(e) => Err(ServeError::Reflection(format!("server task failed: {e}"))),
+        let result = match tokio::time::timeout(self.grace, &mut self.task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(ServeError::Reflection(format!("server task failed: {e}"))),
+            Err(_) => {
+                tracing::warn!("calls still running after the shutdown grace period; closing connections");
+                self.task.abort();
+                Ok(())
+            }
         };
         if let Some(path) = self.socket.take() {
             let _ = std::fs::remove_file(path);
@@ -319,7 +329,7 @@ type Task = tokio::task::JoinHandle<Result<(), ServeError>>;
 pub fn serve_unix(shim: Arc<dyn Shim>, path: &Path, options: ServerOptions) -> Result<GrpcServer, ServeError> {
     let listener = bind_unix(path)?;
     let (shutdown, task) = spawn_server(shim, &options, UnixListenerStream::new(listener))?;
-    Ok(GrpcServer { shutdown, task, socket: Some(path.to_path_buf()) })
+    Ok(GrpcServer { grace: options.shutdown_grace, shutdown, task, socket: Some(path.to_path_buf()) })
 }
 
 /// Serves `shim` on a TCP address. There is no peer check on TCP: use it only
@@ -334,5 +344,5 @@ pub async fn serve_tcp(
     let local = listener.local_addr().map_err(err("cannot read the address of"))?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let (shutdown, task) = spawn_server(shim, &options, incoming)?;
-    Ok((GrpcServer { shutdown, task, socket: None }, local))
+    Ok((GrpcServer { grace: options.shutdown_grace, shutdown, task, socket: None }, local))
 }

@@ -1,0 +1,210 @@
+//! Socket safety, misbehaving clients, event streams and shutdown of the
+//! gRPC server, over real unix sockets (against the fake shim: the transport
+//! is what is tested here).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use shim_core::proto::v1::*;
+use shim_core::{Code, FakeShim, Shim};
+use shim_transport_grpc::{serve_unix, ClientOptions, GrpcShim, ServeError, ServerOptions};
+
+const T: Duration = Duration::from_secs(10);
+
+fn socket_in(dir: &Path) -> PathBuf {
+    dir.join("run").join("shim.sock")
+}
+
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + T;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A fake shim with a running container; returns the shim and the init pid.
+async fn running(dir: &Path) -> (Arc<FakeShim>, u32) {
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(bundle.join("config.json"), r#"{"process":{"args":["sleep"]}}"#).unwrap();
+    let shim = Arc::new(FakeShim::new());
+    let req = CreateRequest { id: "c".into(), bundle: bundle.display().to_string(), ..Default::default() };
+    let pid = shim.create(req).await.unwrap().pid;
+    shim.start(StartRequest {}).await.unwrap();
+    (shim, pid)
+}
+
+#[tokio::test]
+async fn socket_is_private_and_stale_sockets_are_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(dir.path());
+    let server = serve_unix(Arc::new(FakeShim::new()), &socket, ServerOptions::default()).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&socket), 0o600);
+    assert_eq!(mode(socket.parent().unwrap()), 0o700);
+
+    // A live server is not displaced.
+    let again = serve_unix(Arc::new(FakeShim::new()), &socket, ServerOptions::default());
+    assert!(matches!(again, Err(ServeError::InUse(_))), "{again:?}");
+    server.shutdown().await.unwrap();
+    assert!(!socket.exists(), "shutdown removes the socket");
+
+    // A stale socket (its server died without cleaning up) is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let server = serve_unix(Arc::new(FakeShim::new()), &socket, ServerOptions::default()).unwrap();
+    let client = GrpcShim::connect(&socket, ClientOptions::default()).await.unwrap();
+    assert_eq!(client.state(StateRequest {}).await.unwrap(), StateResponse::default());
+    server.shutdown().await.unwrap();
+
+    // A directory others can enter is refused, and so is a regular file.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = serve_unix(Arc::new(FakeShim::new()), &open.join("s.sock"), ServerOptions::default());
+    assert!(matches!(r, Err(ServeError::OpenDirectory { mode: 0o755, .. })), "{r:?}");
+    let file = socket.parent().unwrap().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let r = serve_unix(Arc::new(FakeShim::new()), &file, ServerOptions::default());
+    assert!(matches!(r, Err(ServeError::NotASocket(_))), "{r:?}");
+}
+
+/// Calls `State` from a thread whose effective uid is `uid` (its filesystem
+/// uid stays root so it can reach the socket): SO_PEERCRED reports `uid`.
+fn state_as_uid(socket: PathBuf, uid: u32) -> Result<StateResponse, shim_core::ShimError> {
+    std::thread::spawn(move || {
+        // Raw syscalls change this thread only (glibc's wrappers would change
+        // every thread of the test process).
+        // SAFETY: plain syscalls with integer arguments.
+        unsafe {
+            assert_eq!(libc::syscall(libc::SYS_setresuid, -1i64, i64::from(uid), -1i64), 0);
+            libc::syscall(libc::SYS_setfsuid, 0i64);
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let client = GrpcShim::connect(&socket, ClientOptions::default()).await?;
+            client.state(StateRequest {}).await
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_of_another_uid_is_refused() {
+    if !nix::unistd::Uid::effective().is_root() {
+        if std::env::var("SHIM_REQUIRE_RUNC").as_deref() == Ok("1") {
+            panic!("this test needs root");
+        }
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(dir.path());
+    let server = serve_unix(Arc::new(FakeShim::new()), &socket, ServerOptions::default()).unwrap();
+    let refused = tokio::task::spawn_blocking({
+        let socket = socket.clone();
+        move || state_as_uid(socket, 65534)
+    })
+    .await
+    .unwrap();
+    let err = refused.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(err.to_string().contains("65534"), "{err}");
+    // Root is allowed.
+    let ok = tokio::task::spawn_blocking(move || state_as_uid(socket, 0)).await.unwrap();
+    assert!(ok.is_ok(), "{ok:?}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_clients_do_not_disturb_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(dir.path());
+    let (shim, pid) = running(dir.path()).await;
+    let options = ServerOptions { shutdown_grace: Duration::from_millis(500), ..Default::default() };
+    let server = serve_unix(shim, &socket, options).unwrap();
+    let good = GrpcShim::connect(&socket, ClientOptions::default()).await.unwrap();
+
+    // Garbage instead of the HTTP/2 preface.
+    let mut garbage = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    garbage.write_all(&[0xde, 0xad, 0xbe, 0xef].repeat(1000)).unwrap();
+    // The preface, then half of a frame header.
+    let mut half = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    half.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00").unwrap();
+    // Connects and says nothing.
+    let _silent = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+
+    for _ in 0..20 {
+        let st = tokio::time::timeout(T, good.state(StateRequest {})).await.unwrap().unwrap();
+        assert_eq!(st.processes, vec![Process::new(pid, State::Running)]);
+    }
+    // A request over the size limit gets a clear error; the shim keeps serving.
+    let huge = ExecRequest { args: vec!["x".repeat(5 << 20)], ..Default::default() };
+    let big_client =
+        GrpcShim::connect(&socket, ClientOptions { max_message: 64 << 20, ..Default::default() }).await.unwrap();
+    let err = tokio::time::timeout(T, big_client.exec(huge.clone())).await.unwrap().unwrap_err();
+    println!("server-side limit: {} {err}", err.code());
+    assert!(err.to_string().contains("message length too large"), "{err}");
+    // Our own client refuses to send it in the first place.
+    let err = tokio::time::timeout(T, good.exec(huge)).await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.to_string().contains("over the 4194304-byte message limit"), "{err}");
+    assert!(good.state(StateRequest {}).await.is_ok());
+    drop((garbage, half));
+    // The silent client cannot hold shutdown beyond its grace period.
+    tokio::time::timeout(T, server.shutdown()).await.unwrap().unwrap();
+    assert!(!socket.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_across_clients_reconnects_and_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(dir.path());
+    let (shim, init) = running(dir.path()).await;
+    let server = serve_unix(shim.clone(), &socket, ServerOptions::default()).unwrap();
+    let mut clients = Vec::new();
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let c = GrpcShim::connect(&socket, ClientOptions::default()).await.unwrap();
+        streams.push(c.events(EventsRequest {}).await.unwrap());
+        clients.push(c);
+    }
+    until("four subscriptions", || shim.event_bus().subscriber_count() == 4).await;
+
+    // A client that disconnects frees its subscription at once.
+    drop(streams.pop());
+    drop(clients.pop());
+    until("the dropped subscription to be freed", || shim.event_bus().subscriber_count() == 3).await;
+
+    // A client that reconnects subscribes again and gets events.
+    let c = GrpcShim::connect(&socket, ClientOptions::default()).await.unwrap();
+    streams.push(c.events(EventsRequest {}).await.unwrap());
+    clients.push(c);
+    until("the new subscription", || shim.event_bus().subscriber_count() == 4).await;
+
+    let exec = ExecRequest { args: vec!["exit:5".into()], ..Default::default() };
+    let pid = clients[0].exec(exec).await.unwrap().pid;
+    for s in &mut streams {
+        let a = tokio::time::timeout(T, s.next()).await.unwrap().unwrap().unwrap();
+        let b = tokio::time::timeout(T, s.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!((a.event_type(), a.pid), (Ok(EventType::ExecAdded), pid));
+        assert_eq!((b.event_type(), b.pid, b.exit_status), (Ok(EventType::Exit), pid, 5));
+    }
+
+    // Shutdown ends every stream cleanly and removes the socket.
+    server.shutdown().await.unwrap();
+    for s in &mut streams {
+        let end = tokio::time::timeout(T, s.next()).await.unwrap();
+        assert!(matches!(end, Some(Err(ref e)) if e.code() == Code::Unavailable) || end.is_none(), "{end:?}");
+    }
+    assert!(!socket.exists());
+    until("subscriptions to be freed", || shim.event_bus().subscriber_count() == 0).await;
+    let _ = init;
+}
