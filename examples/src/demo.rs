@@ -1,4 +1,5 @@
-//! `shimctl demo`: a guided tour that runs a real container through the shim.
+//! `shimctl demo`: a guided tour that runs a real container through a `shim`
+//! daemon over gRPC.
 
 use std::io::Read;
 use std::path::Path;
@@ -10,7 +11,9 @@ use shim_core::proto::v1::{
     CreateRequest, DeleteRequest, EventsRequest, ExecRequest, StartRequest, StateRequest, WaitRequest,
 };
 use shim_core::testing::{mkfifo, BundleBuilder};
-use shim_core::{Reaper, RuncConfig, RuncShim, Shim};
+use shim_core::Shim;
+
+use crate::ctl;
 
 type DemoResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -44,9 +47,13 @@ pub async fn run() -> DemoResult<()> {
     step(&format!("built a busybox bundle in {}", bundle.display()), t);
 
     let t = Instant::now();
-    let reaper = Reaper::start()?;
-    let shim: Arc<dyn Shim> = Arc::new(RuncShim::new(RuncConfig::new(dir.path().join("work")), reaper)?);
-    step("started the shim (in process)", t);
+    let socket = dir.path().join("run").join("shim.sock");
+    let mut daemon = ctl::spawn_shim(&socket)?;
+    step(&format!("started a shim daemon on {}", socket.display()), t);
+
+    let t = Instant::now();
+    let shim: Arc<dyn Shim> = Arc::new(ctl::connect(&socket).await?);
+    step("connected over gRPC", t);
 
     let mut events = shim.events(EventsRequest {}).await?;
     let printer = tokio::spawn(async move {
@@ -106,6 +113,11 @@ pub async fn run() -> DemoResult<()> {
     step(&format!("deleted the container (exit status {})", deleted.exit_status), t);
     drop(shim);
     printer.abort();
+    // Its container deleted, the daemon removes its socket and exits.
+    let t = Instant::now();
+    let exited =
+        tokio::time::timeout(Duration::from_secs(10), tokio::task::spawn_blocking(move || daemon.wait())).await???;
+    step(&format!("the shim daemon exited ({exited}); socket removed: {}", !socket.exists()), t);
     println!("done in {:.1} ms", total.elapsed().as_secs_f64() * 1000.0);
     Ok(())
 }

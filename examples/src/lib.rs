@@ -1,6 +1,10 @@
-//! Example programs of the shim library: `shimctl`, a client CLI whose
-//! `demo` subcommand runs a real container through the shim.
+//! The example programs of the shim library.
 //!
-//! The library part holds the pieces the binaries share.
+//! - `shim`: a standalone shim daemon serving the runc shim over gRPC on a
+//!   unix socket ([`daemon`]).
+//! - `shimctl`: a client CLI for it, with `run` (a container wired to the
+//!   terminal, like `runc run`) and `demo` ([`ctl`], [`demo`]).
 
+pub mod ctl;
+pub mod daemon;
 pub mod demo;

@@ -1,30 +1,208 @@
-//! `shimctl`: a command-line client of the shim.
+//! `shimctl`: a command-line client of the `shim` daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use shim_core::proto::v1::*;
+use shim_core::Shim;
+use shim_examples::ctl;
 
 #[derive(Parser)]
 #[command(name = "shimctl", version, about = "Drive a container shim from the command line")]
 struct Cli {
+    /// The shim's unix socket.
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a throwaway busybox container through the shim, step by step.
+    /// Create the container (prints the init's pid).
+    Create {
+        /// Container id.
+        #[arg(long)]
+        id: String,
+        /// Bundle directory (holds config.json).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Give the init a terminal (the bundle's config must ask for one).
+        #[arg(long)]
+        terminal: bool,
+        /// Stdin FIFO or file.
+        #[arg(long)]
+        stdin: Option<String>,
+        /// Stdout FIFO or file.
+        #[arg(long)]
+        stdout: Option<String>,
+        /// Stderr FIFO or file.
+        #[arg(long)]
+        stderr: Option<String>,
+    },
+    /// Start the container's init.
+    Start,
+    /// Run another process in the container (prints its pid).
+    Exec {
+        /// Give the process a terminal.
+        #[arg(long)]
+        terminal: bool,
+        /// UID:GID to run as.
+        #[arg(long)]
+        user: Option<String>,
+        /// KEY=VALUE to set (repeatable).
+        #[arg(long = "env")]
+        env: Vec<String>,
+        /// Working directory inside the container.
+        #[arg(long)]
+        cwd: Option<String>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
+    /// Show the container and its processes.
+    State,
+    /// Print events as they arrive, one per line.
+    Events {
+        /// JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a signal.
+    Kill {
+        /// Process id.
+        #[arg(long)]
+        pid: u32,
+        /// Signal number.
+        #[arg(long, default_value_t = 15)]
+        signal: u32,
+        /// Signal every process of the container (init pid only).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Wait for a process to exit and print its exit status.
+    Wait {
+        /// Process id.
+        #[arg(long)]
+        pid: u32,
+    },
+    /// Resize a process's terminal.
+    Pty {
+        /// Process id.
+        #[arg(long)]
+        pid: u32,
+        /// Columns.
+        #[arg(long)]
+        width: u32,
+        /// Rows.
+        #[arg(long)]
+        height: u32,
+    },
+    /// Delete a process (the init: the container) and print its exit status.
+    Delete {
+        /// Process id.
+        #[arg(long)]
+        pid: u32,
+    },
+    /// Start a shim, run a bundle with this terminal's stdio, wait, delete,
+    /// and exit with the container's status, like `runc run`.
+    Run {
+        /// Bundle directory.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Container id.
+        #[arg(long, default_value_t = format!("run-{}", std::process::id()))]
+        id: String,
+        /// Attach this terminal (raw mode, window size forwarded).
+        #[arg(long)]
+        tty: bool,
+    },
+    /// Run a throwaway busybox container through a shim daemon, step by step.
     Demo,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+fn parse_user(s: &str) -> Result<User, String> {
+    let (uid, gid) = s.split_once(':').ok_or_else(|| format!("--user {s:?}: expected UID:GID"))?;
+    let num = |v: &str| v.parse::<u32>().map_err(|_| format!("--user {s:?}: {v:?} is not a number"));
+    Ok(User { uid: num(uid)?, gid: num(gid)?, additional_gids: vec![] })
+}
+
+async fn client(socket: &Option<PathBuf>) -> Result<shim_transport_grpc::GrpcShim, String> {
+    let socket = socket.as_ref().ok_or("--socket is required for this command")?;
+    ctl::connect(socket).await.map_err(|e| ctl::describe(&e))
+}
+
+async fn main_async(cli: Cli) -> Result<u8, String> {
+    let err = |e: shim_core::ShimError| ctl::describe(&e);
     match cli.command {
-        Command::Demo => match shim_examples::demo::run().await {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("demo failed: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        },
+        Command::Run { bundle, id, tty } => {
+            let status =
+                ctl::run(ctl::RunOptions { bundle, id, tty, socket: cli.socket }).await.map_err(|e| e.to_string())?;
+            return Ok(u8::try_from(status).unwrap_or(255));
+        }
+        Command::Demo => {
+            shim_examples::demo::run().await.map_err(|e| format!("demo failed: {e}"))?;
+            return Ok(0);
+        }
+        _ => {}
     }
+    let shim = client(&cli.socket).await?;
+    match cli.command {
+        Command::Create { id, bundle, terminal, stdin, stdout, stderr } => {
+            let bundle = std::fs::canonicalize(&bundle).map_err(|e| format!("bundle {}: {e}", bundle.display()))?;
+            let req = CreateRequest {
+                id,
+                bundle: bundle.to_string_lossy().into_owned(),
+                terminal,
+                stdin: stdin.unwrap_or_default(),
+                stdout: stdout.unwrap_or_default(),
+                stderr: stderr.unwrap_or_default(),
+                ..Default::default()
+            };
+            println!("{}", shim.create(req).await.map_err(err)?.pid);
+        }
+        Command::Start => shim.start(StartRequest {}).await.map_err(err)?,
+        Command::Exec { terminal, user, env, cwd, args } => {
+            let user = user.as_deref().map(parse_user).transpose()?;
+            let req = ExecRequest { terminal, user, env, cwd: cwd.unwrap_or_default(), args, ..Default::default() };
+            println!("{}", shim.exec(req).await.map_err(err)?.pid);
+        }
+        Command::State => {
+            let st = shim.state(StateRequest {}).await.map_err(err)?;
+            println!("id {}", st.id);
+            for p in st.processes {
+                let state = p.process_state().map(|s| s.as_str_name()).unwrap_or("UNKNOWN");
+                println!("{} {state}", p.pid);
+            }
+        }
+        Command::Events { json } => ctl::events(&shim, json).await.map_err(err)?,
+        Command::Kill { pid, signal, all } => shim.kill(KillRequest { pid, signal, all }).await.map_err(err)?,
+        Command::Wait { pid } => println!("{}", shim.wait(WaitRequest { pid }).await.map_err(err)?.exit_status),
+        Command::Pty { pid, width, height } => shim.pty(PtyRequest { pid, width, height }).await.map_err(err)?,
+        Command::Delete { pid } => println!("{}", shim.delete(DeleteRequest { pid }).await.map_err(err)?.exit_status),
+        Command::Run { .. } | Command::Demo => {}
+    }
+    Ok(0)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shimctl: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match runtime.block_on(main_async(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("shimctl: {message}");
+            ExitCode::FAILURE
+        }
+    };
+    // Threads still blocked on our stdin must not keep us alive.
+    runtime.shutdown_background();
+    code
 }

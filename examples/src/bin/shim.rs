@@ -1,0 +1,153 @@
+//! `shim`: a standalone container shim serving the runc shim over gRPC.
+
+use std::io::{BufRead, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use shim_examples::daemon::{run, DaemonConfig};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Serve one container's shim over gRPC on a unix socket.
+///
+/// Prints `ready <socket>` on stderr once the socket accepts connections.
+/// Exits 0 after the container's init process was deleted, or on SIGTERM or
+/// SIGINT after killing and deleting the container.
+#[derive(Parser)]
+#[command(name = "shim", version)]
+struct Args {
+    /// The unix socket to serve on (its directory is created with mode 0700).
+    #[arg(long)]
+    socket: PathBuf,
+    /// Private work directory for pid files and console sockets
+    /// [default: the socket path with `.work` appended].
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// The OCI runtime binary.
+    #[arg(long, default_value = "runc")]
+    runtime_binary: String,
+    /// The runtime's state directory (runc --root).
+    #[arg(long)]
+    runtime_root: Option<PathBuf>,
+    /// Pass --systemd-cgroup to the runtime.
+    #[arg(long)]
+    systemd_cgroup: bool,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Detach: run in a new session with stdio on /dev/null. The command
+    /// returns once the socket is ready.
+    #[arg(long)]
+    daemonize: bool,
+}
+
+fn init_logs(args: &Args) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Forks; the parent waits for the child's readiness report on a pipe and
+/// exits with it. Returns the write end in the child.
+fn daemonize() -> Result<OwnedFd, String> {
+    let (r, w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: no other thread exists yet (the runtime is not started), so the
+    // child may run arbitrary code after fork.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Parent { .. } => {
+            drop(w);
+            // One line: the child keeps the pipe open while it runs.
+            let mut report = String::new();
+            let _ = std::io::BufReader::new(std::fs::File::from(r)).read_line(&mut report);
+            if let Some(socket) = report.strip_prefix("ready ") {
+                eprintln!("ready {}", socket.trim());
+                std::process::exit(0);
+            }
+            eprintln!(
+                "shim: {}",
+                if report.is_empty() { "the daemon exited before it was ready" } else { report.trim() }
+            );
+            std::process::exit(1);
+        }
+        nix::unistd::ForkResult::Child => {
+            drop(r);
+            nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+            let null = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .map_err(|e| format!("/dev/null: {e}"))?;
+            for fd in 0..3 {
+                // SAFETY: dup2 onto the standard descriptors of this process.
+                unsafe { libc::dup2(null.as_raw_fd(), fd) };
+            }
+            Ok(w)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let report = if args.daemonize {
+        match daemonize() {
+            Ok(w) => Some(std::fs::File::from(w)),
+            Err(e) => {
+                eprintln!("shim: cannot daemonize: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    init_logs(&args);
+    let work_dir = args.work_dir.clone().unwrap_or_else(|| {
+        let mut p = args.socket.clone().into_os_string();
+        p.push(".work");
+        PathBuf::from(p)
+    });
+    let config = DaemonConfig {
+        socket: args.socket.clone(),
+        work_dir,
+        runtime_binary: args.runtime_binary.clone(),
+        runtime_root: args.runtime_root.clone(),
+        systemd_cgroup: args.systemd_cgroup,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shim: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut report_err = report.as_ref().and_then(|f| f.try_clone().ok());
+    let result = runtime.block_on(run(config, |socket| {
+        eprintln!("ready {}", socket.display());
+        if let Some(mut f) = report {
+            let _ = writeln!(f, "ready {}", socket.display());
+        }
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "shim failed");
+            eprintln!("shim: {e}");
+            if let Some(f) = report_err.as_mut() {
+                let _ = write!(f, "{e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

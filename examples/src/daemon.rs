@@ -1,0 +1,126 @@
+//! The `shim` daemon: one container's runc shim served over gRPC.
+//!
+//! Life cycle:
+//! - It is a child subreaper and keeps running when the client that started
+//!   it dies; the container's exit is still reported to the next client.
+//! - Once the init process has been deleted, it answers that call, removes its
+//!   socket and work directory, and exits 0.
+//! - On SIGTERM or SIGINT it kills the container's processes, deletes the
+//!   container, cleans up and exits 0.
+//! - After a SIGKILL, the next `shim` on the same socket path replaces the
+//!   stale socket and starts cleanly.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use shim_core::proto::v1::*;
+use shim_core::{EventStream, Reaper, RuncConfig, RuncShim, Shim};
+use shim_transport_grpc::{serve_unix, ServerOptions};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+/// Settings of the daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// The socket to serve on.
+    pub socket: PathBuf,
+    /// The shim's private work directory (removed at exit).
+    pub work_dir: PathBuf,
+    /// The runtime binary.
+    pub runtime_binary: String,
+    /// runc's `--root`.
+    pub runtime_root: Option<PathBuf>,
+    /// runc's `--systemd-cgroup`.
+    pub systemd_cgroup: bool,
+}
+
+/// The runc shim, noticing when its init process is deleted.
+struct DaemonShim {
+    shim: RuncShim,
+    done: watch::Sender<bool>,
+}
+
+#[async_trait]
+impl Shim for DaemonShim {
+    async fn create(&self, r: CreateRequest) -> shim_core::Result<CreateResponse> {
+        self.shim.create(r).await
+    }
+    async fn start(&self, r: StartRequest) -> shim_core::Result<()> {
+        self.shim.start(r).await
+    }
+    async fn delete(&self, r: DeleteRequest) -> shim_core::Result<DeleteResponse> {
+        let init = self.shim.state(StateRequest {}).await?.processes.first().map(|p| p.pid);
+        let result = self.shim.delete(r.clone()).await;
+        if result.is_ok() && init == Some(r.pid) {
+            // The container is gone: this shim's work is done.
+            let _ = self.done.send(true);
+        }
+        result
+    }
+    async fn exec(&self, r: ExecRequest) -> shim_core::Result<ExecResponse> {
+        self.shim.exec(r).await
+    }
+    async fn pty(&self, r: PtyRequest) -> shim_core::Result<()> {
+        self.shim.pty(r).await
+    }
+    async fn events(&self, r: EventsRequest) -> shim_core::Result<EventStream> {
+        self.shim.events(r).await
+    }
+    async fn state(&self, r: StateRequest) -> shim_core::Result<StateResponse> {
+        self.shim.state(r).await
+    }
+    async fn kill(&self, r: KillRequest) -> shim_core::Result<()> {
+        self.shim.kill(r).await
+    }
+    async fn wait(&self, r: WaitRequest) -> shim_core::Result<WaitResponse> {
+        self.shim.wait(r).await
+    }
+    async fn close_stdin(&self, r: CloseStdinRequest) -> shim_core::Result<()> {
+        self.shim.close_stdin(r).await
+    }
+}
+
+/// Why the daemon failed.
+pub type DaemonError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs the daemon until its container is deleted or it is told to stop.
+/// `ready` is called once the socket accepts connections.
+pub async fn run(config: DaemonConfig, ready: impl FnOnce(&std::path::Path)) -> Result<(), DaemonError> {
+    let reaper = Reaper::start()?;
+    let mut runc =
+        RuncConfig::new(&config.work_dir).runtime(config.runtime_binary.clone()).systemd_cgroup(config.systemd_cgroup);
+    runc.runtime_root = config.runtime_root.clone();
+    let shim = RuncShim::new(runc, reaper)?;
+    let (done_tx, mut done) = watch::channel(false);
+    let daemon = Arc::new(DaemonShim { shim: shim.clone(), done: done_tx });
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let server = serve_unix(daemon, &config.socket, ServerOptions::default())?;
+    tracing::info!(socket = %config.socket.display(), "serving");
+    ready(&config.socket);
+    tokio::select! {
+        _ = done.wait_for(|d| *d) => tracing::info!("container deleted; exiting"),
+        _ = term.recv() => teardown(&shim, "SIGTERM").await,
+        _ = int.recv() => teardown(&shim, "SIGINT").await,
+    }
+    let result = server.shutdown().await;
+    if let Err(e) = std::fs::remove_dir_all(&config.work_dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(error = %e, dir = %config.work_dir.display(), "cannot remove work directory");
+        }
+    }
+    result.map_err(Into::into)
+}
+
+/// Kills and deletes the container, if there is one.
+async fn teardown(shim: &RuncShim, why: &str) {
+    tracing::info!("{why}: deleting the container");
+    let init = shim.state(StateRequest {}).await.ok().and_then(|s| s.processes.first().map(|p| p.pid));
+    if let Some(pid) = init {
+        match shim.delete(DeleteRequest { pid }).await {
+            Ok(r) => tracing::info!(pid, exit_status = r.exit_status, "container deleted"),
+            Err(e) => tracing::error!(pid, error = %e, "cannot delete the container"),
+        }
+    }
+}
