@@ -51,7 +51,7 @@ impl Shim for DaemonShim {
     }
     async fn delete(&self, r: DeleteRequest) -> shim_core::Result<DeleteResponse> {
         let init = self.shim.state(StateRequest {}).await?.processes.first().map(|p| p.pid);
-        let result = self.shim.delete(r.clone()).await;
+        let result = self.shim.delete(r).await;
         if result.is_ok() && init == Some(r.pid) {
             // The container is gone: this shim's work is done.
             let _ = self.done.send(true);

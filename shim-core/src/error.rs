@@ -73,10 +73,10 @@ pub enum ShimError {
     #[error("{0}")]
     FailedPrecondition(String),
     /// The caller is not allowed to do this.
-    #[error("permission denied: {0}")]
+    #[error("{0}")]
     PermissionDenied(String),
     /// The shim or the connection to it is gone, or an event stream fell behind.
-    #[error("unavailable: {0}")]
+    #[error("{0}")]
     Unavailable(String),
     /// The OCI runtime failed; `message` is the runtime's own error text.
     #[error("runtime {binary} {command} failed: {message}")]

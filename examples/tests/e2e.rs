@@ -1,0 +1,290 @@
+//! End-to-end: the built `shim` and `shimctl` binaries, run as a user would.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
+
+use std::io::{BufRead, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shim_core::testing::{require_runc, BundleBuilder};
+
+const SHIM: &str = env!("CARGO_BIN_EXE_shim");
+const SHIMCTL: &str = env!("CARGO_BIN_EXE_shimctl");
+const T: Duration = Duration::from_secs(30);
+
+fn shimctl(socket: &Path, args: &[&str]) -> Output {
+    Command::new(SHIMCTL).arg("--socket").arg(socket).args(args).output().unwrap()
+}
+
+fn stdout_of(out: &Output) -> String {
+    assert!(out.status.success(), "shimctl failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Polls `cond` until it holds, failing after `T`.
+fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < T, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn bundle(dir: &Path, builder: BundleBuilder) -> PathBuf {
+    let path = dir.join("bundle");
+    builder.build(&path).unwrap();
+    path
+}
+
+/// Starts `shim` on `socket` and waits for its ready line.
+fn start_shim(socket: &Path) -> Child {
+    let mut child = Command::new(SHIM)
+        .arg("--socket")
+        .arg(socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(lines.read_line(&mut line).unwrap() > 0, "shim exited before it was ready");
+        if line.starts_with("ready ") {
+            assert_eq!(line.trim(), format!("ready {}", socket.display()));
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
+    child
+}
+
+fn wait_child(child: &mut Child) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < T, "process {} did not exit", child.id());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn run_prints_output_and_exits_with_the_container_status() {
+    if !require_runc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(dir.path(), BundleBuilder::new().args(["sh", "-c", "echo out; cat; echo err >&2; exit 7"]));
+    let mut child = Command::new(SHIMCTL)
+        .args(["run", "--bundle"])
+        .arg(&b)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"typed\n").unwrap();
+    let status = wait_child(&mut child);
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(7), "stderr: {err}");
+    assert_eq!(out, "out\ntyped\n");
+    assert!(err.contains("err"), "{err}");
+}
+
+fn set_winsize(fd: &OwnedFd, rows: u16, cols: u16) {
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer.
+    assert_eq!(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) }, 0);
+}
+
+#[test]
+fn run_with_tty_forwards_window_size_changes() {
+    if !require_runc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let b = bundle(
+        dir.path(),
+        BundleBuilder::new().terminal(true).args(["sh", "-c", "stty size; while read x; do stty size; done"]),
+    );
+    let pty = nix::pty::openpty(None, None).unwrap();
+    set_winsize(&pty.master, 30, 100);
+    let slave = pty.slave;
+    let (i, o, e) = (slave.try_clone().unwrap(), slave.try_clone().unwrap(), slave.try_clone().unwrap());
+    let mut cmd = Command::new(SHIMCTL);
+    cmd.args(["run", "--tty", "--bundle"]).arg(&b).stdin(i).stdout(o).stderr(e);
+    // SAFETY: setsid and TIOCSCTTY only affect the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(slave);
+    let seen = Arc::new(Mutex::new(String::new()));
+    let mut master_read = std::fs::File::from(pty.master.try_clone().unwrap());
+    {
+        let seen = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = master_read.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    until("the initial size", || seen.lock().unwrap().contains("30 100"));
+    // Resizing our terminal sends SIGWINCH to shimctl, which forwards it.
+    set_winsize(&pty.master, 40, 120);
+    let mut master_write = std::fs::File::from(pty.master.try_clone().unwrap());
+    until("the new size", || {
+        let _ = master_write.write_all(b"x\r");
+        seen.lock().unwrap().contains("40 120")
+    });
+    // Ctrl-D ends the loop: the container exits 0.
+    master_write.write_all(&[4]).unwrap();
+    let status = wait_child(&mut child);
+    assert_eq!(status.code(), Some(0), "terminal output: {:?}", seen.lock().unwrap());
+}
+
+#[test]
+fn the_container_outlives_a_killed_client_and_reports_its_real_status() {
+    if !require_runc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run").join("shim.sock");
+    let b = bundle(dir.path(), BundleBuilder::new().args(["sleep", "1000"]));
+    // The client starts the shim, then dies by SIGKILL while the container runs.
+    let mut client = Command::new(SHIMCTL)
+        .arg("--socket")
+        .arg(&socket)
+        .args(["run", "--bundle"])
+        .arg(&b)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut init = 0;
+    until("the container to run", || {
+        let text = String::from_utf8_lossy(&shimctl(&socket, &["state"]).stdout).to_string();
+        match text.lines().nth(1).and_then(|l| l.strip_suffix(" RUNNING")) {
+            Some(pid) => {
+                init = pid.parse().unwrap();
+                true
+            }
+            None => false,
+        }
+    });
+    // Another client blocked in Wait, and one streaming events, die too.
+    let pid = init.to_string();
+    let mut waiter = Command::new(SHIMCTL).arg("--socket").arg(&socket).args(["wait", "--pid", &pid]).spawn().unwrap();
+    let mut watcher =
+        Command::new(SHIMCTL).arg("--socket").arg(&socket).arg("events").stdout(Stdio::null()).spawn().unwrap();
+    for c in [&mut client, &mut waiter, &mut watcher] {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    // The container still runs under its shim; a new client sees it.
+    let state = stdout_of(&shimctl(&socket, &["state"]));
+    assert!(state.contains(&format!("{init} RUNNING")), "{state}");
+    let mut events =
+        Command::new(SHIMCTL).arg("--socket").arg(&socket).arg("events").stdout(Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let lines = std::io::BufReader::new(events.stdout.take().unwrap());
+    std::thread::spawn(move || lines.lines().map_while(Result::ok).try_for_each(|l| tx.send(l)));
+    // An exec proves the new subscription is live before the init is killed.
+    until("the event subscription", || {
+        stdout_of(&shimctl(&socket, &["exec", "--", "true"]));
+        rx.recv_timeout(T).is_ok_and(|l| l.starts_with("EXEC_ADDED"))
+    });
+    stdout_of(&shimctl(&socket, &["kill", "--pid", &pid, "--signal", "9"]));
+    assert_eq!(stdout_of(&shimctl(&socket, &["wait", "--pid", &pid])), "137");
+    let wanted = format!("pid={init} exit_status=137");
+    let start = Instant::now();
+    loop {
+        let line = rx.recv_timeout(T).expect("the init's EXIT event");
+        if line.starts_with("EXIT ") && line.ends_with(&wanted) {
+            break;
+        }
+        assert!(start.elapsed() < T, "no EXIT of the init");
+    }
+    assert_eq!(stdout_of(&shimctl(&socket, &["delete", "--pid", &pid])), "137");
+    // The shim exits after the delete, which ends the event stream.
+    assert!(!wait_child(&mut events).success(), "the stream ends with an error once the shim is gone");
+    until("the shim to remove its socket", || !socket.exists());
+}
+
+#[test]
+fn sigterm_to_the_shim_leaves_nothing_behind() {
+    if !require_runc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run").join("shim.sock");
+    let work = PathBuf::from(format!("{}.work", socket.display()));
+    let b = bundle(dir.path(), BundleBuilder::new().args(["sleep", "1000"]));
+    let mut shim = start_shim(&socket);
+    let id = format!("e2e-term-{}", std::process::id());
+    let init: u32 =
+        stdout_of(&shimctl(&socket, &["create", "--id", &id, "--bundle", &b.to_string_lossy()])).parse().unwrap();
+    stdout_of(&shimctl(&socket, &["start"]));
+    let exec: u32 = stdout_of(&shimctl(&socket, &["exec", "--", "sleep", "1000"])).parse().unwrap();
+    assert!(work.is_dir());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = wait_child(&mut shim);
+    assert_eq!(status.code(), Some(0));
+    assert!(!socket.exists(), "socket left behind");
+    assert!(!work.exists(), "work directory left behind");
+    assert!(!Path::new(&format!("/proc/{init}")).exists(), "init {init} still exists");
+    assert!(!Path::new(&format!("/proc/{exec}")).exists(), "exec {exec} still exists");
+    let list = Command::new("runc").args(["list", "-q"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&list.stdout).lines().any(|l| l == id), "runc still lists {id}");
+}
+
+#[test]
+fn errors_print_the_code_and_exit_non_zero() {
+    if !require_runc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run").join("shim.sock");
+    let mut shim = start_shim(&socket);
+    let out = shimctl(&socket, &["delete", "--pid", "4242"]);
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "shimctl: NOT_FOUND: process 4242 not found");
+    let out = shimctl(&socket, &["start"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FAILED_PRECONDITION"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(wait_child(&mut shim).code(), Some(0));
+}
+
+#[test]
+fn demo_runs_and_greets() {
+    if !require_runc() {
+        return;
+    }
+    let out = Command::new(SHIMCTL).arg("demo").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "demo failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("hello from the shim demo, I am demo-container"), "{text}");
+    assert!(text.contains("EXEC_ADDED"), "{text}");
+}
