@@ -19,6 +19,9 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@command -v cargo >/dev/null 2>&1 || { echo "make deps: cargo (stable Rust) is required" >&2; exit 1; }
+	@# A client generated from the seed proto in another language (grpcio) is part of the tests.
+	@python3 -c 'import grpc, grpc_tools' 2>/dev/null || { echo "make deps: installing grpcio grpcio-tools"; \
+		python3 -m pip install --quiet grpcio grpcio-tools; }
 
 demo: deps
 	$(CARGO) run --release -p shim-examples --bin shimctl -- demo
@@ -29,7 +32,9 @@ test: deps
 	SHIM_REQUIRE_RUNC=1 $(CARGO) test --workspace
 
 bench: deps
-	$(CARGO) bench -p shim-benches
+	$(CARGO) build --release -p shim-examples
+	$(CARGO) bench -p shim-benches --bench rpc -- --warm-up-time 1 --measurement-time 3
+	$(CARGO) bench -p shim-benches --bench system
 
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps

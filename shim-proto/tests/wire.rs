@@ -302,3 +302,29 @@ fn descriptor_set_names_the_service() {
     assert!(has(b"containerd.shim.v1"));
     assert!(has(b"CloseStdin"));
 }
+
+/// The seed proto, carried unchanged in `proto/seed/`, and ours describe the
+/// same messages, enums and RPCs: ours only adds.
+#[test]
+fn seed_messages_and_rpcs_are_unchanged() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
+    let seed = protox::compile(["shim.proto"], [format!("{dir}/seed"), dir.to_string()]).unwrap();
+    let ours = protox::compile(["shim.proto"], [dir]).unwrap();
+    let file =
+        |set: &prost_types::FileDescriptorSet| set.file.iter().find(|f| f.name() == "shim.proto").cloned().unwrap();
+    let (seed, ours) = (file(&seed), file(&ours));
+    assert_eq!(seed.package(), ours.package());
+    for m in &seed.message_type {
+        let mine = ours.message_type.iter().find(|o| o.name() == m.name());
+        assert_eq!(mine, Some(m), "message {} changed", m.name());
+    }
+    for e in &seed.enum_type {
+        let mine = ours.enum_type.iter().find(|o| o.name() == e.name());
+        assert_eq!(mine, Some(e), "enum {} changed", e.name());
+    }
+    let (seed_svc, our_svc) = (&seed.service[0], &ours.service[0]);
+    assert_eq!(seed_svc.name(), our_svc.name());
+    assert_eq!(&our_svc.method[..seed_svc.method.len()], seed_svc.method.as_slice(), "seed RPCs changed");
+    let added: Vec<&str> = our_svc.method[seed_svc.method.len()..].iter().map(|m| m.name()).collect();
+    assert_eq!(added, ["Kill", "Wait", "CloseStdin"]);
+}

@@ -125,7 +125,16 @@ fn main() -> ExitCode {
         runtime_root: args.runtime_root.clone(),
         systemd_cgroup: args.systemd_cgroup,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    // Fewer malloc arenas: each thread would otherwise get its own, and a
+    // shim is mostly idle, so the extra arenas are only resident memory.
+    // SAFETY: mallopt only adjusts allocator parameters; no thread exists yet
+    // besides this one.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+    // One thread serves everything: the shim waits on runc and sockets, it
+    // does not compute. (The reaper has its own thread.)
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("shim: cannot start the runtime: {e}");

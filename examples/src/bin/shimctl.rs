@@ -120,6 +120,21 @@ enum Command {
     },
     /// Run a throwaway busybox container through a shim daemon, step by step.
     Demo,
+    /// Write a busybox bundle (from the host's static busybox) into a directory.
+    Bundle {
+        /// Where to write it (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Give the init a terminal.
+        #[arg(long)]
+        tty: bool,
+        /// Memory limit in bytes.
+        #[arg(long)]
+        memory_limit: Option<i64>,
+        /// The init's command and arguments.
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
 }
 
 fn parse_user(s: &str) -> Result<User, String> {
@@ -143,6 +158,15 @@ async fn main_async(cli: Cli) -> Result<u8, String> {
         }
         Command::Demo => {
             shim_examples::demo::run().await.map_err(|e| format!("demo failed: {e}"))?;
+            return Ok(0);
+        }
+        Command::Bundle { dir, tty, memory_limit, args } => {
+            let mut builder = shim_core::testing::BundleBuilder::new().args(args).terminal(tty);
+            if let Some(limit) = memory_limit {
+                builder = builder.memory_limit(limit);
+            }
+            builder.build(&dir).map_err(|e| e.to_string())?;
+            println!("{}", dir.display());
             return Ok(0);
         }
         _ => {}
@@ -181,7 +205,7 @@ async fn main_async(cli: Cli) -> Result<u8, String> {
         Command::Wait { pid } => println!("{}", shim.wait(WaitRequest { pid }).await.map_err(err)?.exit_status),
         Command::Pty { pid, width, height } => shim.pty(PtyRequest { pid, width, height }).await.map_err(err)?,
         Command::Delete { pid } => println!("{}", shim.delete(DeleteRequest { pid }).await.map_err(err)?.exit_status),
-        Command::Run { .. } | Command::Demo => {}
+        Command::Run { .. } | Command::Demo | Command::Bundle { .. } => {}
     }
     Ok(0)
 }

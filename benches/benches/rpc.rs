@@ -1,0 +1,102 @@
+//! Transport cost and event throughput, against the fake shim (no runc, so
+//! only the transport is measured).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a bench may panic
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use futures::StreamExt;
+use shim_benches::{fake_with_container, over_grpc, over_mem};
+use shim_core::proto::v1::{Event, EventType, EventsRequest, PtyRequest, StateRequest};
+use shim_core::Shim;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn rpc(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, pid) = rt.block_on(fake_with_container(dir.path(), 1024));
+    let direct: Arc<dyn Shim> = fake.clone();
+    let (_mem_server, mem) = rt.block_on(async { over_mem(fake.clone(), false) });
+    let (_enc_server, mem_encoded) = rt.block_on(async { over_mem(fake.clone(), true) });
+    let (_grpc_server, grpc) = rt.block_on(over_grpc(fake.clone(), dir.path()));
+    let shims: Vec<(&str, Arc<dyn Shim>)> = vec![
+        ("direct", direct),
+        ("mem", Arc::new(mem)),
+        ("mem-encoded", Arc::new(mem_encoded)),
+        ("grpc-unix", Arc::new(grpc)),
+    ];
+    let mut group = c.benchmark_group("rpc");
+    for (name, shim) in &shims {
+        group.bench_with_input(BenchmarkId::new("state", name), shim, |b, shim| {
+            b.to_async(&rt).iter(|| async { shim.state(StateRequest {}).await.unwrap() })
+        });
+        group.bench_with_input(BenchmarkId::new("pty", name), shim, |b, shim| {
+            b.to_async(&rt).iter(|| async { shim.pty(PtyRequest { pid, width: 80, height: 24 }).await.unwrap() })
+        });
+    }
+    group.finish();
+}
+
+fn events(c: &mut Criterion) {
+    const N: u64 = 20_000;
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    // The ring holds a whole burst, so no subscriber lags: this measures
+    // delivery, not the lag policy.
+    let (fake, _) = rt.block_on(fake_with_container(dir.path(), N as usize + 16));
+    let (_mem_server, mem) = rt.block_on(async { over_mem(fake.clone(), false) });
+    let (_grpc_server, grpc) = rt.block_on(over_grpc(fake.clone(), dir.path()));
+    let transports: Vec<(&str, Arc<dyn Shim>)> = vec![("mem", Arc::new(mem)), ("grpc-unix", Arc::new(grpc))];
+    let mut group = c.benchmark_group("events");
+    group.throughput(Throughput::Elements(N));
+    group.sample_size(10);
+    for (name, shim) in &transports {
+        for subscribers in [1usize, 8] {
+            group.bench_function(BenchmarkId::new(*name, format!("{subscribers}-subscribers")), |b| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let shim = Arc::clone(shim);
+                    let bus = fake.event_bus().clone();
+                    async move {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            let mut streams = Vec::new();
+                            for _ in 0..subscribers {
+                                streams.push(shim.events(EventsRequest {}).await.unwrap());
+                            }
+                            let readers: Vec<_> = streams
+                                .into_iter()
+                                .map(|mut s| {
+                                    tokio::spawn(async move {
+                                        let mut n = 0u64;
+                                        while n < N {
+                                            s.next().await.unwrap().unwrap();
+                                            n += 1;
+                                        }
+                                    })
+                                })
+                                .collect();
+                            let start = Instant::now();
+                            for i in 0..N {
+                                bus.publish(Event::new("bench", EventType::Exit, i as u32, 0));
+                            }
+                            for r in readers {
+                                r.await.unwrap();
+                            }
+                            total += start.elapsed();
+                        }
+                        total
+                    }
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, rpc, events);
+criterion_main!(benches);
