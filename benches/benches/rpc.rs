@@ -11,9 +11,32 @@ use futures::StreamExt;
 use shim_benches::{fake_with_container, over_grpc, over_mem};
 use shim_core::proto::v1::{Event, EventType, EventsRequest, PtyRequest, StateRequest};
 use shim_core::Shim;
+use shim_transport_grpc::{serve_unix, ClientOptions, GrpcShim, ServerOptions};
 
+/// The client's runtime: one thread, as an embedding manager or our daemon
+/// runs it. (On a multi-threaded runtime every call also pays for waking a
+/// parked worker thread, which costs tens of µs on this VM; see the notes.)
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// A gRPC server in a thread and runtime of its own, like the daemon; returns
+/// a client connected from `rt`, and the pid of the fake's terminal process.
+fn grpc_server_thread(rt: &tokio::runtime::Runtime, dir: std::path::PathBuf) -> (GrpcShim, u32) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let server_rt = runtime();
+        server_rt.block_on(async move {
+            let (fake, pid) = fake_with_container(&dir, 1024).await;
+            let socket = dir.join("run").join("bench.sock");
+            let _server = serve_unix(fake, &socket, ServerOptions::default()).unwrap();
+            tx.send((socket, pid)).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    let (socket, pid) = rx.recv().unwrap();
+    let client = rt.block_on(GrpcShim::connect(&socket, ClientOptions::default())).unwrap();
+    (client, pid)
 }
 
 fn rpc(c: &mut Criterion) {
@@ -23,15 +46,17 @@ fn rpc(c: &mut Criterion) {
     let direct: Arc<dyn Shim> = fake.clone();
     let (_mem_server, mem) = rt.block_on(async { over_mem(fake.clone(), false) });
     let (_enc_server, mem_encoded) = rt.block_on(async { over_mem(fake.clone(), true) });
-    let (_grpc_server, grpc) = rt.block_on(over_grpc(fake.clone(), dir.path()));
-    let shims: Vec<(&str, Arc<dyn Shim>)> = vec![
-        ("direct", direct),
-        ("mem", Arc::new(mem)),
-        ("mem-encoded", Arc::new(mem_encoded)),
-        ("grpc-unix", Arc::new(grpc)),
+    let grpc_dir = tempfile::tempdir().unwrap();
+    let (grpc, grpc_pid) = grpc_server_thread(&rt, grpc_dir.path().to_path_buf());
+    let shims: Vec<(&str, Arc<dyn Shim>, u32)> = vec![
+        ("direct", direct, pid),
+        ("mem", Arc::new(mem), pid),
+        ("mem-encoded", Arc::new(mem_encoded), pid),
+        ("grpc-unix", Arc::new(grpc), grpc_pid),
     ];
     let mut group = c.benchmark_group("rpc");
-    for (name, shim) in &shims {
+    for (name, shim, pid) in &shims {
+        let pid = *pid;
         group.bench_with_input(BenchmarkId::new("state", name), shim, |b, shim| {
             b.to_async(&rt).iter(|| async { shim.state(StateRequest {}).await.unwrap() })
         });
@@ -66,7 +91,7 @@ fn events(c: &mut Criterion) {
                         for _ in 0..iters {
                             let mut streams = Vec::new();
                             for _ in 0..subscribers {
-                                streams.push(shim.events(EventsRequest {}).await.unwrap());
+                                streams.push(shim.events(EventsRequest::default()).await.unwrap());
                             }
                             let readers: Vec<_> = streams
                                 .into_iter()

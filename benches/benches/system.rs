@@ -70,7 +70,7 @@ async fn raw_lifecycle(reaper: &Reaper, bundle: &Path, id: &str, dir: &Path) -> 
 /// The same through a shim: Create, Start, the EXIT event, Delete.
 async fn shim_lifecycle(shim: &dyn Shim, bundle: &Path, id: &str) -> Duration {
     let start = Instant::now();
-    let mut events = shim.events(EventsRequest {}).await.unwrap();
+    let mut events = shim.events(EventsRequest::default()).await.unwrap();
     let req = CreateRequest { id: id.into(), bundle: bundle.display().to_string(), ..Default::default() };
     let pid = shim.create(req).await.unwrap().pid;
     shim.start(StartRequest {}).await.unwrap();
@@ -86,7 +86,7 @@ async fn shim_lifecycle(shim: &dyn Shim, bundle: &Path, id: &str) -> Duration {
 
 async fn shim_exec(shim: &dyn Shim) -> Duration {
     let start = Instant::now();
-    let mut events = shim.events(EventsRequest {}).await.unwrap();
+    let mut events = shim.events(EventsRequest::default()).await.unwrap();
     let pid = shim.exec(ExecRequest { args: vec!["true".into()], ..Default::default() }).await.unwrap().pid;
     while let Some(ev) = events.next().await {
         let ev = ev.unwrap();

@@ -78,15 +78,16 @@ pub fn spawn_shim(socket: &Path) -> Result<Child, CtlError> {
 pub fn event_line(ev: &Event, json: bool) -> String {
     let ty = ev.event_type().map(|t| t.as_str_name()).unwrap_or("UNKNOWN");
     if json {
-        serde_json::json!({ "id": ev.id, "type": ty, "pid": ev.pid, "exit_status": ev.exit_status }).to_string()
+        serde_json::json!({ "seq": ev.seq, "id": ev.id, "type": ty, "pid": ev.pid, "exit_status": ev.exit_status })
+            .to_string()
     } else {
-        format!("{ty} id={} pid={} exit_status={}", ev.id, ev.pid, ev.exit_status)
+        format!("{ty} id={} pid={} exit_status={} seq={}", ev.id, ev.pid, ev.exit_status, ev.seq)
     }
 }
 
 /// Prints events until the stream ends.
-pub async fn events(shim: &GrpcShim, json: bool) -> Result<(), ShimError> {
-    let mut stream = shim.events(EventsRequest {}).await?;
+pub async fn events(shim: &GrpcShim, json: bool, since: Option<u64>) -> Result<(), ShimError> {
+    let mut stream = shim.events(EventsRequest { since }).await?;
     while let Some(ev) = stream.next().await {
         println!("{}", event_line(&ev?, json));
     }

@@ -55,7 +55,7 @@ pub async fn run() -> DemoResult<()> {
     let shim: Arc<dyn Shim> = Arc::new(ctl::connect(&socket).await?);
     step("connected over gRPC", t);
 
-    let mut events = shim.events(EventsRequest {}).await?;
+    let mut events = shim.events(EventsRequest::default()).await?;
     let printer = tokio::spawn(async move {
         while let Some(Ok(ev)) = events.next().await {
             let ty = ev.event_type().map(|t| t.as_str_name()).unwrap_or("UNKNOWN");

@@ -222,7 +222,7 @@ fn the_container_outlives_a_killed_client_and_reports_its_real_status() {
     let start = Instant::now();
     loop {
         let line = rx.recv_timeout(T).expect("the init's EXIT event");
-        if line.starts_with("EXIT ") && line.ends_with(&wanted) {
+        if line.starts_with("EXIT ") && line.contains(&format!("{wanted} ")) {
             break;
         }
         assert!(start.elapsed() < T, "no EXIT of the init");
@@ -287,4 +287,26 @@ fn demo_runs_and_greets() {
     assert!(out.status.success(), "demo failed: {text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("hello from the shim demo, I am demo-container"), "{text}");
     assert!(text.contains("EXEC_ADDED"), "{text}");
+}
+
+#[test]
+fn a_shim_killed_with_sigkill_is_replaced_cleanly_on_the_same_socket() {
+    if !require_runc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run").join("shim.sock");
+    let mut first = start_shim(&socket);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(socket.exists(), "a killed shim leaves its socket behind");
+    let mut second = start_shim(&socket);
+    let b = bundle(dir.path(), BundleBuilder::new().args(["sh", "-c", "exit 4"]));
+    let id = format!("e2e-restart-{}", std::process::id());
+    let init = stdout_of(&shimctl(&socket, &["create", "--id", &id, "--bundle", &b.to_string_lossy()]));
+    stdout_of(&shimctl(&socket, &["start"]));
+    assert_eq!(stdout_of(&shimctl(&socket, &["wait", "--pid", &init])), "4");
+    assert_eq!(stdout_of(&shimctl(&socket, &["delete", "--pid", &init])), "4");
+    assert_eq!(wait_child(&mut second).code(), Some(0));
+    assert!(!socket.exists());
 }

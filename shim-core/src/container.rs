@@ -452,8 +452,8 @@ impl<R: Runtime> Shim for ContainerShim<R> {
             .map_err(|e| ShimError::io(format!("cannot resize the terminal of process {}", req.pid), e))
     }
 
-    async fn events(&self, _req: EventsRequest) -> Result<EventStream> {
-        Ok(self.inner.bus.subscribe())
+    async fn events(&self, req: EventsRequest) -> Result<EventStream> {
+        self.inner.bus.subscribe_since(req.since)
     }
 
     async fn state(&self, _req: StateRequest) -> Result<StateResponse> {

@@ -21,7 +21,9 @@
 //! `EXIT` is published only once the process's output has been copied out
 //! (bounded by a grace period without progress, so a background child that
 //! holds the pipe open cannot delay it forever). `exit_status` is the exit
-//! code, or 128 + the signal number.
+//! code, or 128 + the signal number. Events are numbered (`Event.seq`, from
+//! 1 without gaps), and `EventsRequest.since` resumes a subscription after a
+//! given number (see [`EventBus`]).
 //!
 //! # Errors
 //!

@@ -58,7 +58,7 @@ impl Fixture {
     }
 
     async fn events(&self) -> EventStream {
-        self.shim.events(EventsRequest {}).await.unwrap_or_else(|e| panic!("events: {e}"))
+        self.shim.events(EventsRequest::default()).await.unwrap_or_else(|e| panic!("events: {e}"))
     }
 
     async fn create(&self, bundle: &str, terminal: bool, stdin: &str, stdout: &str, stderr: &str) -> u32 {

@@ -89,7 +89,7 @@ impl v1::Event {
 
     /// Builds an event of the given type.
     pub fn new(id: impl Into<String>, event_type: v1::EventType, pid: u32, exit_status: u32) -> Self {
-        Self { id: id.into(), r#type: event_type.into(), pid, exit_status }
+        Self { id: id.into(), r#type: event_type.into(), pid, exit_status, seq: 0 }
     }
 }
 

@@ -113,7 +113,7 @@ fn create() {
 #[test]
 fn empty_messages_encode_to_nothing() {
     golden(StartRequest {}, &[]);
-    golden(EventsRequest {}, &[]);
+    golden(EventsRequest::default(), &[]);
     golden(StateRequest {}, &[]);
     golden(CreateRequest::default(), &[]);
 }
@@ -191,7 +191,7 @@ fn round_trip_every_message() {
     round_trip(Rlimit { r#type: "RLIMIT_CORE".into(), hard: u64::MAX, soft: u64::MAX });
     round_trip(ExecResponse { pid: 1 });
     round_trip(PtyRequest { pid: 1, width: u32::MAX, height: 0 });
-    round_trip(EventsRequest {});
+    round_trip(EventsRequest { since: Some(u64::MAX) });
     round_trip(Event::new("x".repeat(300), EventType::Exit, 1, 128 + 9));
     round_trip(StateRequest {});
     round_trip(StateResponse {
@@ -315,8 +315,13 @@ fn seed_messages_and_rpcs_are_unchanged() {
     let (seed, ours) = (file(&seed), file(&ours));
     assert_eq!(seed.package(), ours.package());
     for m in &seed.message_type {
-        let mine = ours.message_type.iter().find(|o| o.name() == m.name());
-        assert_eq!(mine, Some(m), "message {} changed", m.name());
+        let mine = ours.message_type.iter().find(|o| o.name() == m.name()).cloned().unwrap();
+        // Extensions may add fields (with new numbers); the seed's fields stay as they are.
+        let seed_fields: Vec<_> = mine.field.iter().take(m.field.len()).cloned().collect();
+        assert_eq!(seed_fields, m.field, "fields of message {} changed", m.name());
+        for extra in mine.field.iter().skip(m.field.len()) {
+            assert!(m.field.iter().all(|f| f.number() != extra.number()), "{} reuses a field number", m.name());
+        }
     }
     for e in &seed.enum_type {
         let mine = ours.enum_type.iter().find(|o| o.name() == e.name());
@@ -327,4 +332,14 @@ fn seed_messages_and_rpcs_are_unchanged() {
     assert_eq!(&our_svc.method[..seed_svc.method.len()], seed_svc.method.as_slice(), "seed RPCs changed");
     let added: Vec<&str> = our_svc.method[seed_svc.method.len()..].iter().map(|m| m.name()).collect();
     assert_eq!(added, ["Kill", "Wait", "CloseStdin"]);
+}
+
+#[test]
+fn resumable_event_fields() {
+    // Event.seq is field 5, a varint; EventsRequest.since is field 1, and
+    // being `optional` it is sent even when 0.
+    let ev = Event { seq: 300, ..Event::new("c1", EventType::Oom, 7, 0) };
+    golden(ev, &[0x0a, 0x02, b'c', b'1', 0x10, 0x01, 0x18, 0x07, 0x28, 0xac, 0x02]);
+    golden(EventsRequest { since: Some(0) }, &[0x08, 0x00]);
+    golden(EventsRequest { since: None }, &[]);
 }

@@ -173,7 +173,7 @@ async fn event_streams_across_clients_reconnects_and_shutdown() {
     let mut streams = Vec::new();
     for _ in 0..4 {
         let c = GrpcShim::connect(&socket, ClientOptions::default()).await.unwrap();
-        streams.push(c.events(EventsRequest {}).await.unwrap());
+        streams.push(c.events(EventsRequest::default()).await.unwrap());
         clients.push(c);
     }
     until("four subscriptions", || shim.event_bus().subscriber_count() == 4).await;
@@ -185,7 +185,7 @@ async fn event_streams_across_clients_reconnects_and_shutdown() {
 
     // A client that reconnects subscribes again and gets events.
     let c = GrpcShim::connect(&socket, ClientOptions::default()).await.unwrap();
-    streams.push(c.events(EventsRequest {}).await.unwrap());
+    streams.push(c.events(EventsRequest::default()).await.unwrap());
     clients.push(c);
     until("the new subscription", || shim.event_bus().subscriber_count() == 4).await;
 
@@ -207,4 +207,44 @@ async fn event_streams_across_clients_reconnects_and_shutdown() {
     assert!(!socket.exists());
     until("subscriptions to be freed", || shim.event_bus().subscriber_count() == 0).await;
     let _ = init;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_are_served() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(dir.path());
+    let server = serve_unix(Arc::new(FakeShim::new()), &socket, ServerOptions::default()).unwrap();
+    let path = socket.clone();
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move { tokio::net::UnixStream::connect(path).await.map(hyper_util::rt::TokioIo::new) }
+        }))
+        .await
+        .unwrap();
+
+    let mut health = HealthClient::new(channel.clone());
+    let status = health.check(HealthCheckRequest { service: "containerd.shim.v1.Shim".into() }).await.unwrap();
+    assert_eq!(status.into_inner().status, ServingStatus::Serving as i32);
+
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection.server_reflection_info(futures::stream::iter([request])).await.unwrap().into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection response {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"containerd.shim.v1.Shim".to_string()), "{names:?}");
+    server.shutdown().await.unwrap();
 }

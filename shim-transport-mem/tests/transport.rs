@@ -36,7 +36,7 @@ async fn dropping_the_server_ends_calls_and_streams_with_unavailable() {
     let dir = tempfile::tempdir().unwrap();
     let (shim, pid) = running(dir.path()).await;
     let (server, client) = serve(shim.clone(), MemOptions::default());
-    let mut events = client.events(EventsRequest {}).await.unwrap();
+    let mut events = client.events(EventsRequest::default()).await.unwrap();
     let pending = {
         let client = client.clone();
         tokio::spawn(async move { client.wait(WaitRequest { pid }).await })
@@ -57,8 +57,8 @@ async fn dropping_a_stream_or_the_client_releases_subscriptions() {
     let dir = tempfile::tempdir().unwrap();
     let (shim, _) = running(dir.path()).await;
     let (_server, client) = serve(shim.clone(), MemOptions::default());
-    let stream = client.events(EventsRequest {}).await.unwrap();
-    let _kept = client.events(EventsRequest {}).await.unwrap();
+    let stream = client.events(EventsRequest::default()).await.unwrap();
+    let _kept = client.events(EventsRequest::default()).await.unwrap();
     assert_eq!(shim.event_bus().subscriber_count(), 2);
     drop(stream);
     until("one subscription to be released", || shim.event_bus().subscriber_count() == 1).await;

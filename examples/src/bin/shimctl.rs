@@ -68,6 +68,9 @@ enum Command {
         /// JSON lines instead of text.
         #[arg(long)]
         json: bool,
+        /// First replay the events after this sequence number that the shim still keeps.
+        #[arg(long)]
+        since: Option<u64>,
     },
     /// Send a signal.
     Kill {
@@ -200,7 +203,7 @@ async fn main_async(cli: Cli) -> Result<u8, String> {
                 println!("{} {state}", p.pid);
             }
         }
-        Command::Events { json } => ctl::events(&shim, json).await.map_err(err)?,
+        Command::Events { json, since } => ctl::events(&shim, json, since).await.map_err(err)?,
         Command::Kill { pid, signal, all } => shim.kill(KillRequest { pid, signal, all }).await.map_err(err)?,
         Command::Wait { pid } => println!("{}", shim.wait(WaitRequest { pid }).await.map_err(err)?.exit_status),
         Command::Pty { pid, width, height } => shim.pty(PtyRequest { pid, width, height }).await.map_err(err)?,

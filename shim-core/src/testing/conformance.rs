@@ -194,7 +194,7 @@ impl Scenario {
 
     /// Subscribes to events.
     pub async fn events(&self) -> EventStream {
-        ok(within(self.shim.events(EventsRequest {})).await)
+        ok(within(self.shim.events(EventsRequest::default())).await)
     }
 
     /// Creates the container running `program` with the given stdio.
@@ -463,6 +463,33 @@ pub async fn bad_input(h: &dyn Harness) {
     assert_eq!(sc.delete(init).await, 137);
 }
 
+/// A subscriber that went away resumes from the last event it saw, with
+/// nothing missed and nothing twice; sequence numbers count up without gaps.
+pub async fn resume_events(h: &dyn Harness) {
+    let Some(sc) = Scenario::new(h, "resume").await else { return };
+    let mut first = sc.events().await;
+    let init = sc.running().await;
+    let seen = collect_events(&mut first, STEP_TIMEOUT, |e| e.r#type == EventType::Started as i32)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let last = seen.last().map(|e| e.seq).unwrap_or_default();
+    assert!(last > 0, "events carry sequence numbers: {seen:?}");
+    assert!(seen.iter().zip(seen.iter().skip(1)).all(|(a, b)| b.seq == a.seq + 1), "no gaps: {seen:?}");
+    drop(first);
+    // Missed while disconnected: an exec and its exit.
+    let pid = sc.exec(&Program::Exit { stdout: "", stderr: "", code: 4 }, "", "").await;
+    assert_eq!(sc.wait(pid).await, 4);
+    let mut resumed = ok(within(sc.shim.events(EventsRequest { since: Some(last) })).await);
+    let missed = collect_events(&mut resumed, STEP_TIMEOUT, is_exit_of(pid)).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(kinds(&missed), vec![(EventType::ExecAdded, pid, 0), (EventType::Exit, pid, 4)]);
+    assert_eq!(missed.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![last + 1, last + 2]);
+    // From the future: an error, not a silent wait.
+    let future = sc.shim.events(EventsRequest { since: Some(last + 1000) }).await;
+    assert_eq!(future.err().map(|e| e.code()), Some(Code::InvalidArgument));
+    assert_eq!(sc.delete(pid).await, 4);
+    assert_eq!(sc.delete(init).await, 137);
+}
+
 /// Generates one `#[tokio::test]` per conformance scenario for a harness.
 ///
 /// `$harness` is an expression building a value that implements
@@ -471,7 +498,8 @@ pub async fn bad_input(h: &dyn Harness) {
 macro_rules! conformance_tests {
     ($harness:expr) => {
         $crate::conformance_tests!(@each $harness;
-            lifecycle, exec_and_state, pty_resize, events_order, kill_and_wait, close_stdin, big_output, bad_input);
+            lifecycle, exec_and_state, pty_resize, events_order, kill_and_wait, close_stdin, big_output, bad_input,
+            resume_events);
     };
     (@each $harness:expr; $($name:ident),*) => {
         $(

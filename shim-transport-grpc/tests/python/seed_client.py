@@ -57,11 +57,11 @@ def main():
                 exited.set()
                 return
 
-    created = stub.Create(pb.CreateRequest(ID=cid, bundle=bundle))
+    created = stub.Create(pb.CreateRequest(id=cid, bundle=bundle))
     print(f"created pid={created.pid}", flush=True)
     threading.Thread(target=watch, daemon=True).start()
     state = stub.State(pb.StateRequest())
-    assert state.ID == cid, state
+    assert state.id == cid, state
     assert [(p.pid, p.state) for p in state.processes] == [(created.pid, pb.RUNNING)], state
     stub.Start(pb.StartRequest())
     print("started", flush=True)
