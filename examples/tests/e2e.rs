@@ -249,9 +249,26 @@ fn sigterm_to_the_shim_leaves_nothing_behind() {
     stdout_of(&shimctl(&socket, &["start"]));
     let exec: u32 = stdout_of(&shimctl(&socket, &["exec", "--", "sleep", "1000"])).parse().unwrap();
     assert!(work.is_dir());
+    // A client streaming events while the shim is told to stop.
+    let mut events =
+        Command::new(SHIMCTL).arg("--socket").arg(&socket).arg("events").stdout(Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let lines = std::io::BufReader::new(events.stdout.take().unwrap());
+    std::thread::spawn(move || lines.lines().map_while(Result::ok).try_for_each(|l| tx.send(l)));
+    until("the event subscription", || {
+        stdout_of(&shimctl(&socket, &["exec", "--", "true"]));
+        rx.recv_timeout(T).is_ok_and(|l| l.starts_with("EXEC_ADDED"))
+    });
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = wait_child(&mut shim);
     assert_eq!(status.code(), Some(0));
+    // The stream saw the container go, then ended.
+    wait_child(&mut events);
+    let seen: Vec<String> = rx.try_iter().collect();
+    assert!(
+        seen.iter().any(|l| l.starts_with("EXIT ") && l.contains(&format!("pid={init} exit_status=137 "))),
+        "{seen:?}"
+    );
     assert!(!socket.exists(), "socket left behind");
     assert!(!work.exists(), "work directory left behind");
     assert!(!Path::new(&format!("/proc/{init}")).exists(), "init {init} still exists");

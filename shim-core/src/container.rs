@@ -300,9 +300,9 @@ impl Drop for CreatingGuard<'_> {
     }
 }
 
-#[async_trait]
-impl<R: Runtime> Shim for ContainerShim<R> {
-    async fn create(&self, req: CreateRequest) -> Result<CreateResponse> {
+/// The operations themselves; the [`Shim`] methods below call them.
+impl<R: Runtime> ContainerShim<R> {
+    async fn create_now(&self, req: CreateRequest) -> Result<CreateResponse> {
         spec::validate_id(&req.id)?;
         spec::validate_bundle(&req.bundle)?;
         io::validate_path("stdin", &req.stdin)?;
@@ -325,7 +325,7 @@ impl<R: Runtime> Shim for ContainerShim<R> {
         self.do_create(req).await
     }
 
-    async fn start(&self, _req: StartRequest) -> Result<()> {
+    async fn start_now(&self, _req: StartRequest) -> Result<()> {
         let _started = self.inner.start_lock.lock().await;
         let (id, pid) = {
             let mut state = lock(&self.inner.state);
@@ -356,7 +356,7 @@ impl<R: Runtime> Shim for ContainerShim<R> {
         Ok(())
     }
 
-    async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
+    async fn delete_now(&self, req: DeleteRequest) -> Result<DeleteResponse> {
         if req.pid == 0 {
             return Err(ShimError::invalid("pid", "0 is not a process"));
         }
@@ -398,7 +398,7 @@ impl<R: Runtime> Shim for ContainerShim<R> {
         }
     }
 
-    async fn exec(&self, req: ExecRequest) -> Result<ExecResponse> {
+    async fn exec_now(&self, req: ExecRequest) -> Result<ExecResponse> {
         io::validate_path("stdin", &req.stdin)?;
         io::validate_path("stdout", &req.stdout)?;
         io::validate_path("stderr", &req.stderr)?;
@@ -435,7 +435,7 @@ impl<R: Runtime> Shim for ContainerShim<R> {
         Ok(ExecResponse { pid })
     }
 
-    async fn pty(&self, req: PtyRequest) -> Result<()> {
+    async fn pty_now(&self, req: PtyRequest) -> Result<()> {
         if req.pid == 0 {
             return Err(ShimError::invalid("pid", "0 is not a process"));
         }
@@ -452,11 +452,11 @@ impl<R: Runtime> Shim for ContainerShim<R> {
             .map_err(|e| ShimError::io(format!("cannot resize the terminal of process {}", req.pid), e))
     }
 
-    async fn events(&self, req: EventsRequest) -> Result<EventStream> {
+    async fn events_now(&self, req: EventsRequest) -> Result<EventStream> {
         self.inner.bus.subscribe_since(req.since)
     }
 
-    async fn state(&self, _req: StateRequest) -> Result<StateResponse> {
+    async fn state_now(&self, _req: StateRequest) -> Result<StateResponse> {
         let state = lock(&self.inner.state);
         let Some(c) = &state.container else {
             return Ok(StateResponse::default());
@@ -467,7 +467,7 @@ impl<R: Runtime> Shim for ContainerShim<R> {
         Ok(StateResponse { id: c.id.clone(), processes })
     }
 
-    async fn kill(&self, req: KillRequest) -> Result<()> {
+    async fn kill_now(&self, req: KillRequest) -> Result<()> {
         if req.pid == 0 {
             return Err(ShimError::invalid("pid", "0 is not a process"));
         }
@@ -492,7 +492,7 @@ impl<R: Runtime> Shim for ContainerShim<R> {
         }
     }
 
-    async fn wait(&self, req: WaitRequest) -> Result<WaitResponse> {
+    async fn wait_now(&self, req: WaitRequest) -> Result<WaitResponse> {
         if req.pid == 0 {
             return Err(ShimError::invalid("pid", "0 is not a process"));
         }
@@ -500,7 +500,7 @@ impl<R: Runtime> Shim for ContainerShim<R> {
         Ok(WaitResponse { exit_status: proc.wait_exited().await })
     }
 
-    async fn close_stdin(&self, req: CloseStdinRequest) -> Result<()> {
+    async fn close_stdin_now(&self, req: CloseStdinRequest) -> Result<()> {
         if req.pid == 0 {
             return Err(ShimError::invalid("pid", "0 is not a process"));
         }
@@ -509,5 +509,66 @@ impl<R: Runtime> Shim for ContainerShim<R> {
             let _ = tx.send(());
         }
         Ok(())
+    }
+}
+
+impl<R: Runtime> ContainerShim<R> {
+    /// Runs an operation that changes state in a task of its own, so that it
+    /// completes even when the caller stops waiting (a client that
+    /// disconnects mid-Create must not leave a container the shim does not
+    /// know about). Only the reply is lost.
+    async fn detached<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Self) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        match tokio::spawn(op(self.clone())).await {
+            Ok(r) => r,
+            Err(e) => Err(ShimError::Internal(format!("operation task failed: {e}"))),
+        }
+    }
+}
+
+#[async_trait]
+impl<R: Runtime> Shim for ContainerShim<R> {
+    async fn create(&self, req: CreateRequest) -> Result<CreateResponse> {
+        self.detached(|shim| async move { shim.create_now(req).await }).await
+    }
+
+    async fn start(&self, req: StartRequest) -> Result<()> {
+        self.detached(|shim| async move { shim.start_now(req).await }).await
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
+        self.detached(|shim| async move { shim.delete_now(req).await }).await
+    }
+
+    async fn exec(&self, req: ExecRequest) -> Result<ExecResponse> {
+        self.detached(|shim| async move { shim.exec_now(req).await }).await
+    }
+
+    async fn pty(&self, req: PtyRequest) -> Result<()> {
+        self.pty_now(req).await
+    }
+
+    async fn events(&self, req: EventsRequest) -> Result<EventStream> {
+        self.events_now(req).await
+    }
+
+    async fn state(&self, req: StateRequest) -> Result<StateResponse> {
+        self.state_now(req).await
+    }
+
+    async fn kill(&self, req: KillRequest) -> Result<()> {
+        self.detached(|shim| async move { shim.kill_now(req).await }).await
+    }
+
+    async fn wait(&self, req: WaitRequest) -> Result<WaitResponse> {
+        self.wait_now(req).await
+    }
+
+    async fn close_stdin(&self, req: CloseStdinRequest) -> Result<()> {
+        self.close_stdin_now(req).await
     }
 }

@@ -322,9 +322,15 @@ fn winsize(tty: &OwnedFd) -> Option<(u16, u16)> {
 }
 
 impl FakeRuntime {
-    /// A runtime with no containers.
+    /// A runtime with no containers; its pids count from 1000.
     pub fn new() -> Self {
-        Self { state: Arc::new(Mutex::new(FakeState::default())), next_pid: AtomicU32::new(1000) }
+        Self::with_first_pid(1000)
+    }
+
+    /// A runtime whose pids count from `first`, so that several fakes in one
+    /// test do not hand out the same pids.
+    pub fn with_first_pid(first: u32) -> Self {
+        Self { state: Arc::new(Mutex::new(FakeState::default())), next_pid: AtomicU32::new(first.max(1)) }
     }
 
     /// Starts a fake process; it waits for `start` (the init) before running.

@@ -20,11 +20,11 @@ pub(crate) struct RuncStdio {
     pub stdin: Option<Stdio>,
     /// `None` is `/dev/null`.
     pub stdout: Option<Stdio>,
-    /// `None` is captured for the error message, unless `process` is set.
+    /// `None` is captured for the error message.
     pub stderr: Option<Stdio>,
     /// The runtime starts a process that inherits this stdio (`create`,
-    /// `exec`): stderr must not be captured, since that process would hold
-    /// the capture pipe open long after the runtime exited.
+    /// `exec`): a captured stderr is read only until the runtime exits, since
+    /// that process may hold the pipe open long after.
     pub process: bool,
 }
 
@@ -59,10 +59,6 @@ impl RuncCli {
                 cmd.stderr(s);
                 None
             }
-            None if stdio.process => {
-                cmd.stderr(Stdio::null());
-                None
-            }
             None => {
                 let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                     .map_err(|e| ShimError::io("cannot create a pipe for runtime stderr", e))?;
@@ -83,11 +79,20 @@ impl RuncCli {
                 message: format!("cannot execute the runtime binary: {e}"),
             }
         })?;
-        let stderr_text = match captured {
-            Some(fd) => read_capped(fd).await,
-            None => String::new(),
+        let (stderr_text, exit) = match captured {
+            // The started process inherits this stderr and may hold it for
+            // its whole life: take what is there when the runtime exits, then
+            // discard the rest (the process asked for /dev/null).
+            Some(fd) if stdio.process => {
+                let exit = waiter.wait().await;
+                (take_and_discard(fd), exit)
+            }
+            Some(fd) => {
+                let text = read_capped(fd).await;
+                (text, waiter.wait().await)
+            }
+            None => (String::new(), waiter.wait().await),
         };
-        let exit = waiter.wait().await;
         let log_text = std::fs::read_to_string(log).unwrap_or_default();
         let _ = std::fs::remove_file(log);
         match exit {
@@ -118,6 +123,29 @@ async fn read_capped(fd: OwnedFd) -> String {
             }
         }
     }
+    String::from_utf8_lossy(&kept).trim().to_string()
+}
+
+/// Reads what is in a pipe now, without waiting, and leaves a task reading
+/// and discarding the rest until its writers are gone.
+fn take_and_discard(fd: OwnedFd) -> String {
+    use std::os::fd::AsFd;
+    let _ = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 4096];
+    while kept.len() < MAX_MESSAGE {
+        match nix::unistd::read(fd.as_fd(), &mut buf) {
+            Ok(n) if n > 0 => kept.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            _ => break,
+        }
+    }
+    if let Ok(mut rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+        tokio::spawn(async move {
+            let mut sink = [0u8; 4096];
+            while matches!(rx.read(&mut sink).await, Ok(n) if n > 0) {}
+        });
+    }
+    kept.truncate(MAX_MESSAGE);
     String::from_utf8_lossy(&kept).trim().to_string()
 }
 

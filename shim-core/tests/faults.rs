@@ -1,0 +1,220 @@
+//! Faults with real runc: callers that give up mid-call, failing runtimes,
+//! processes killed from outside, output that never ends or has no reader.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shim_core::proto::v1::*;
+use shim_core::testing::{collect_events, mkfifo, require_runc, shared_reaper, BundleBuilder};
+use shim_core::{Code, RuncConfig, RuncShim, Shim};
+
+const T: Duration = Duration::from_secs(30);
+
+struct Fx {
+    dir: tempfile::TempDir,
+    shim: Arc<RuncShim>,
+    id: String,
+}
+
+impl Fx {
+    fn new(tag: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RuncConfig::new(dir.path().join("work")).io_grace(Duration::from_millis(500));
+        let shim = Arc::new(RuncShim::new(config, shared_reaper()).unwrap());
+        Self { dir, shim, id: format!("fault-{tag}-{}", std::process::id()) }
+    }
+
+    fn bundle(&self, b: BundleBuilder) -> String {
+        let p = self.dir.path().join("bundle");
+        b.build(&p).unwrap();
+        p.display().to_string()
+    }
+
+    /// A runtime wrapper script around runc.
+    fn wrapper(&self, name: &str, body: &str) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p.display().to_string()
+    }
+
+    fn work_files(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.path().join("work"))
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    fn create_req(&self, bundle: &str) -> CreateRequest {
+        CreateRequest { id: self.id.clone(), bundle: bundle.into(), ..Default::default() }
+    }
+
+    async fn processes(&self) -> Vec<Process> {
+        self.shim.state(StateRequest {}).await.unwrap().processes
+    }
+}
+
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut cond: impl FnMut() -> F) {
+    let start = Instant::now();
+    while !cond().await {
+        assert!(start.elapsed() < T, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_whose_caller_gave_up_still_complete() {
+    if !require_runc() {
+        return;
+    }
+    let fx = Fx::new("cancel");
+    // A slow runtime makes "mid-call" a wide window.
+    let slow = fx.wrapper("slow-runc", "sleep 0.5\nexec runc \"$@\"");
+    let bundle = fx.bundle(BundleBuilder::new().args(["sleep", "100000"]));
+    let req = CreateRequest { runtime: slow, ..fx.create_req(&bundle) };
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), fx.shim.create(req)).await;
+    assert!(gave_up.is_err(), "the create should still be running");
+    until("the abandoned create to finish", || async { !fx.processes().await.is_empty() }).await;
+    let init = fx.processes().await[0].pid;
+    fx.shim.start(StartRequest {}).await.unwrap();
+    let exec = ExecRequest { args: vec!["true".into()], ..Default::default() };
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), fx.shim.exec(exec)).await;
+    assert!(gave_up.is_err(), "the exec should still be running");
+    until("the abandoned exec to be registered", || async { fx.processes().await.len() == 2 }).await;
+    let exec_pid = fx.processes().await[1].pid;
+    assert_eq!(fx.shim.wait(WaitRequest { pid: exec_pid }).await.unwrap().exit_status, 0);
+    assert_eq!(fx.shim.delete(DeleteRequest { pid: exec_pid }).await.unwrap().exit_status, 0);
+    assert_eq!(fx.shim.delete(DeleteRequest { pid: init }).await.unwrap().exit_status, 137);
+    assert_eq!(fx.work_files(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_runtime_reports_its_message_and_leaves_nothing() {
+    if !require_runc() {
+        return;
+    }
+    let fx = Fx::new("failing");
+    let bundle = fx.bundle(BundleBuilder::new().args(["sleep", "100000"]));
+
+    let failing = fx.wrapper("failing-runc", "echo \"wrapper refuses to run\" >&2\nexit 1");
+    let err = fx.shim.create(CreateRequest { runtime: failing, ..fx.create_req(&bundle) }).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert!(err.to_string().contains("wrapper refuses to run"), "{err}");
+
+    let not_executable = fx.wrapper("not-executable", "exec runc \"$@\"");
+    std::fs::set_permissions(&not_executable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err =
+        fx.shim.create(CreateRequest { runtime: not_executable.clone(), ..fx.create_req(&bundle) }).await.unwrap_err();
+    assert!(err.to_string().contains(&not_executable) && err.to_string().contains("ermission denied"), "{err}");
+
+    let missing = fx.dir.path().join("no-such-runtime").display().to_string();
+    let err = fx.shim.create(CreateRequest { runtime: missing.clone(), ..fx.create_req(&bundle) }).await.unwrap_err();
+    assert!(err.to_string().contains(&missing), "{err}");
+    assert_eq!(fx.processes().await, vec![]);
+    assert_eq!(fx.work_files(), Vec::<String>::new());
+
+    // A runtime that fails only for exec.
+    let no_exec = fx.wrapper(
+        "no-exec-runc",
+        "case \" $* \" in *\" exec \"*) echo \"exec is disabled here\" >&2; exit 1;; esac\nexec runc \"$@\"",
+    );
+    let init = fx.shim.create(CreateRequest { runtime: no_exec, ..fx.create_req(&bundle) }).await.unwrap().pid;
+    fx.shim.start(StartRequest {}).await.unwrap();
+    let err = fx.shim.exec(ExecRequest { args: vec!["true".into()], ..Default::default() }).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert!(err.to_string().contains("exec is disabled here"), "{err}");
+    assert_eq!(fx.processes().await.len(), 1);
+    assert_eq!(fx.shim.delete(DeleteRequest { pid: init }).await.unwrap().exit_status, 137);
+    assert_eq!(fx.work_files(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_init_killed_from_outside_is_reported() {
+    if !require_runc() {
+        return;
+    }
+    let fx = Fx::new("outside");
+    let bundle = fx.bundle(BundleBuilder::new().args(["sleep", "100000"]));
+    let mut events = fx.shim.events(EventsRequest::default()).await.unwrap();
+    let init = fx.shim.create(fx.create_req(&bundle)).await.unwrap().pid;
+    fx.shim.start(StartRequest {}).await.unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(init as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let seen = collect_events(&mut events, T, |e| e.r#type == EventType::Exit as i32).await.unwrap();
+    assert_eq!((seen.last().unwrap().pid, seen.last().unwrap().exit_status), (init, 137));
+    assert_eq!(fx.shim.delete(DeleteRequest { pid: init }).await.unwrap().exit_status, 137);
+}
+
+fn read_some_then_close(path: PathBuf, n: usize) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut f = std::fs::File::open(path).unwrap();
+        let mut buf = vec![0u8; n];
+        f.read_exact(&mut buf).unwrap();
+        buf
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_that_never_ends_or_has_no_reader_does_not_wedge_the_shim() {
+    if !require_runc() {
+        return;
+    }
+    let fx = Fx::new("io");
+    let bundle = fx.bundle(BundleBuilder::new().args(["sleep", "100000"]));
+    let init = fx.shim.create(fx.create_req(&bundle)).await.unwrap().pid;
+    fx.shim.start(StartRequest {}).await.unwrap();
+    let fifo = |name: &str| {
+        let p = fx.dir.path().join(name);
+        mkfifo(&p).unwrap();
+        p
+    };
+
+    // A background child keeps stdout open after the process exits: the EXIT
+    // still comes, after the grace period.
+    let out = fifo("clingy");
+    let reader = shim_core::testing::read_fifo(&out);
+    let req = ExecRequest {
+        args: vec!["sh".into(), "-c".into(), "sleep 100000 & echo done".into()],
+        stdout: out.display().to_string(),
+        ..Default::default()
+    };
+    let clingy = fx.shim.exec(req).await.unwrap().pid;
+    let status = tokio::time::timeout(T, fx.shim.wait(WaitRequest { pid: clingy })).await.unwrap().unwrap();
+    assert_eq!(status.exit_status, 0);
+    assert_eq!(fx.shim.state(StateRequest {}).await.unwrap().processes.len(), 2, "the shim still answers");
+    fx.shim.delete(DeleteRequest { pid: clingy }).await.unwrap();
+
+    // A reader that never opens the FIFO: no RPC hangs, the exit is reported.
+    let never = fifo("never-read");
+    let req = ExecRequest {
+        args: vec!["sh".into(), "-c".into(), "echo nobody reads this; exit 2".into()],
+        stdout: never.display().to_string(),
+        ..Default::default()
+    };
+    let pid = tokio::time::timeout(T, fx.shim.exec(req)).await.unwrap().unwrap().pid;
+    assert_eq!(tokio::time::timeout(T, fx.shim.wait(WaitRequest { pid })).await.unwrap().unwrap().exit_status, 2);
+    fx.shim.delete(DeleteRequest { pid }).await.unwrap();
+
+    // A reader that goes away mid-stream: the process is not blocked forever
+    // (the rest of its output is discarded) and exits by itself.
+    let gone = fifo("reader-goes-away");
+    let partial = read_some_then_close(gone.clone(), 10);
+    let req = ExecRequest {
+        args: vec!["sh".into(), "-c".into(), "i=0; while [ $i -lt 20000 ]; do echo line $i; i=$((i+1)); done".into()],
+        stdout: gone.display().to_string(),
+        ..Default::default()
+    };
+    let pid = fx.shim.exec(req).await.unwrap().pid;
+    assert_eq!(tokio::time::timeout(T, fx.shim.wait(WaitRequest { pid })).await.unwrap().unwrap().exit_status, 0);
+    assert_eq!(partial.join().unwrap(), b"line 0\nlin");
+    fx.shim.delete(DeleteRequest { pid }).await.unwrap();
+
+    assert_eq!(fx.shim.delete(DeleteRequest { pid: init }).await.unwrap().exit_status, 137);
+    let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+    assert_eq!(fx.work_files(), Vec::<String>::new());
+    let _ = std::io::stdout().flush();
+    let _: &Path = fx.dir.path();
+}
