@@ -3,9 +3,11 @@
 #   make test   # everything CI checks
 SHELL := /bin/bash
 CARGO ?= cargo
-PACKAGES := runc busybox-static
 
-.PHONY: deps demo test bench doc fmt clippy
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := decode runtime_output validate
+
+.PHONY: deps demo test bench doc fuzz
 
 deps:
 	@missing=""; \
@@ -30,11 +32,21 @@ test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	SHIM_REQUIRE_RUNC=1 $(CARGO) test --workspace
+	@# The fuzz targets are only checked to compile here; `make fuzz` runs them.
+	$(CARGO) check --manifest-path fuzz/Cargo.toml --bins
 
 bench: deps
 	$(CARGO) build --release -p shim-examples
 	$(CARGO) bench -p shim-benches --bench rpc -- --warm-up-time 1 --measurement-time 3
 	$(CARGO) bench -p shim-benches --bench system
+
+# Runs each fuzz target for FUZZ_SECONDS. cargo-fuzz wants nightly flags;
+# RUSTC_BOOTSTRAP lets the stable toolchain accept them.
+fuzz: deps
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 doc:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps

@@ -48,11 +48,15 @@ fn rpc(c: &mut Criterion) {
     let (_enc_server, mem_encoded) = rt.block_on(async { over_mem(fake.clone(), true) });
     let grpc_dir = tempfile::tempdir().unwrap();
     let (grpc, grpc_pid) = grpc_server_thread(&rt, grpc_dir.path().to_path_buf());
+    // The same, with client and server on one thread: the transport's own
+    // cost, without the wake-up of another thread.
+    let (_same_server, grpc_same) = rt.block_on(over_grpc(fake.clone(), dir.path()));
     let shims: Vec<(&str, Arc<dyn Shim>, u32)> = vec![
         ("direct", direct, pid),
         ("mem", Arc::new(mem), pid),
         ("mem-encoded", Arc::new(mem_encoded), pid),
         ("grpc-unix", Arc::new(grpc), grpc_pid),
+        ("grpc-unix-same-thread", Arc::new(grpc_same), pid),
     ];
     let mut group = c.benchmark_group("rpc");
     for (name, shim, pid) in &shims {

@@ -20,8 +20,8 @@ use shim_core::testing::{require_runc, shared_reaper, BundleBuilder};
 use shim_core::{Reaper, RuncConfig, RuncShim, Shim};
 use shim_transport_grpc::{ClientOptions, GrpcShim};
 
-const LIFECYCLE_ROUNDS: usize = 30;
-const EXEC_ROUNDS: usize = 60;
+const LIFECYCLE_ROUNDS: usize = 100;
+const EXEC_ROUNDS: usize = 150;
 const LEAK_EXECS: usize = 1000;
 const SCALE_SHIMS: usize = 100;
 
@@ -226,7 +226,7 @@ async fn main() {
     writeln!(doc, "## 1. RPC cost per transport (fake shim)\n").unwrap();
     writeln!(doc, "| call | transport | median | 95% CI of the median | goal |\n|---|---|---|---|---|").unwrap();
     for call in ["state", "pty"] {
-        for transport in ["direct", "mem", "mem-encoded", "grpc-unix"] {
+        for transport in ["direct", "mem", "mem-encoded", "grpc-unix", "grpc-unix-same-thread"] {
             let goal = match transport {
                 "mem" | "mem-encoded" => "< 2 µs",
                 "grpc-unix" => "< 50 µs",
@@ -331,7 +331,7 @@ async fn main() {
     server.shutdown().await.unwrap();
 
     // 5: memory of the daemon.
-    eprintln!("memory: daemon idle, then after {LEAK_EXECS} execs");
+    eprintln!("memory: daemon idle, then after {LEAK_EXECS} and {} execs", 2 * LEAK_EXECS);
     let socket = dir.path().join("mem").join("shim.sock");
     let daemon = start_daemon(&socket);
     let client = connect(&socket).await;
@@ -341,18 +341,25 @@ async fn main() {
     client.start(StartRequest {}).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = memory(daemon.pid);
-    for _ in 0..LEAK_EXECS {
-        let pid = client.exec(ExecRequest { args: vec!["true".into()], ..Default::default() }).await.unwrap().pid;
-        client.delete(DeleteRequest { pid }).await.unwrap();
+    let mut after = Vec::new();
+    for _ in 0..2 {
+        for _ in 0..LEAK_EXECS {
+            let pid = client.exec(ExecRequest { args: vec!["true".into()], ..Default::default() }).await.unwrap().pid;
+            client.wait(WaitRequest { pid }).await.unwrap();
+            client.delete(DeleteRequest { pid }).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        after.push(memory(daemon.pid));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = memory(daemon.pid);
     client.delete(DeleteRequest { pid: init }).await.unwrap();
     writeln!(doc, "\n## 5. Memory of the standalone `shim` (release build)\n").unwrap();
-    writeln!(doc, "From `/proc/PID/smaps_rollup`. Goal: < 3 MiB RSS. Reference: containerd's Go v1 shim 7.5 MiB RSS, its runc v2 shim 13 MiB.\n").unwrap();
+    writeln!(doc, "From `/proc/PID/smaps_rollup`; the second {LEAK_EXECS} execs show whether anything grows with use. Goal: < 3 MiB RSS. Reference: containerd's Go v1 shim 7.5 MiB RSS, its runc v2 shim 13 MiB.\n").unwrap();
     writeln!(doc, "| moment | RSS | PSS | threads |\n|---|---|---|---|").unwrap();
     writeln!(doc, "| idle, one running container | {} KiB | {} KiB | {} |", idle.0, idle.1, idle.2).unwrap();
-    writeln!(doc, "| after {LEAK_EXECS} exec + delete | {} KiB | {} KiB | {} |", after.0, after.1, after.2).unwrap();
+    for (i, m) in after.iter().enumerate() {
+        writeln!(doc, "| after {} exec + wait + delete | {} KiB | {} KiB | {} |", (i + 1) * LEAK_EXECS, m.0, m.1, m.2)
+            .unwrap();
+    }
 
     // 6: scale.
     eprintln!("scale: {SCALE_SHIMS} shims");

@@ -445,7 +445,7 @@ pub fn resize(master: &OwnedFd, cols: u16, rows: u16) -> io::Result<()> {
 }
 
 /// Checks a stdio path before anything is created: empty or absolute.
-pub(crate) fn validate_path(field: &'static str, path: &str) -> Result<()> {
+pub fn validate_path(field: &'static str, path: &str) -> Result<()> {
     if path.is_empty() || Path::new(path).is_absolute() {
         if path.contains('\0') {
             return Err(ShimError::invalid(field, "path contains a NUL byte"));

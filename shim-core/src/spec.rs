@@ -131,8 +131,13 @@ impl ProcessDefaults {
     pub fn from_bundle(bundle: &str) -> Result<Self> {
         let path = Path::new(bundle).join("config.json");
         let text = std::fs::read(&path).map_err(|e| ShimError::io(format!("cannot read {}", path.display()), e))?;
-        let config: Value = serde_json::from_slice(&text)
-            .map_err(|e| ShimError::invalid("bundle", format!("{} is not valid json: {e}", path.display())))?;
+        Self::from_config_json(&text).map_err(|e| ShimError::invalid("bundle", format!("{}: {e}", path.display())))
+    }
+
+    /// Reads the defaults from the bytes of a `config.json`; fields that are
+    /// missing or of the wrong type take their defaults.
+    pub fn from_config_json(text: &[u8]) -> std::result::Result<Self, String> {
+        let config: Value = serde_json::from_slice(text).map_err(|e| format!("not valid json: {e}"))?;
         let process = config.get("process");
         let get = |k: &str| process.and_then(|p| p.get(k));
         let user = get("user");

@@ -150,8 +150,9 @@ fn take_and_discard(fd: OwnedFd) -> String {
 }
 
 /// Builds the error text of a failed runtime call from its JSON log (the
-/// `msg` of error-level lines), else its stderr, else its exit status.
-pub(crate) fn error_message(log: &str, stderr: &str, status: u32) -> String {
+/// `msg` of error-level lines), else its stderr, else its exit status. At
+/// most 4 KiB; any input is accepted.
+pub fn error_message(log: &str, stderr: &str, status: u32) -> String {
     let mut errors: Vec<String> = Vec::new();
     let mut last_line = None;
     for line in log.lines().filter(|l| !l.trim().is_empty()) {

@@ -231,13 +231,24 @@ impl RuncRuntime {
 }
 
 fn read_pid(path: &Path) -> Result<u32> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ShimError::io(format!("cannot read pid file {}", path.display()), e))?;
+    let text = std::fs::read(path).map_err(|e| ShimError::io(format!("cannot read pid file {}", path.display()), e))?;
+    parse_pid(&text).map_err(|e| ShimError::Internal(format!("pid file {}: {e}", path.display())))
+}
+
+/// Parses the content of a runc pid file: a positive decimal pid, maybe with
+/// surrounding whitespace.
+pub fn parse_pid(text: &[u8]) -> std::result::Result<u32, String> {
+    let text = String::from_utf8_lossy(text);
     match text.trim().parse::<u32>() {
-        Ok(pid) if pid > 0 => Ok(pid),
-        _ => Err(ShimError::Internal(format!("pid file {} holds {:?}, not a pid", path.display(), text.trim()))),
+        Ok(pid) if pid > 0 && i32::try_from(pid).is_ok() => Ok(pid),
+        _ => {
+            let shown: String = text.trim().chars().take(64).collect();
+            Err(format!("{shown:?} is not a pid"))
+        }
     }
 }
+
+pub use self::cli::error_message;
 
 fn launched(pid: u32, monitor: Monitor, console: Option<OwnedFd>, oom: Option<OomWatcher>) -> Launched {
     let waiter = monitor.watch(pid);

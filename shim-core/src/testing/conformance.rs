@@ -8,7 +8,7 @@
 //! into a `#[tokio::test]`, so a transport crate runs the same assertions with
 //! one line:
 //!
-//! ```ignore
+//! ```text
 //! shim_core::conformance_tests!(my_crate_tests::MemOverRunc::new());
 //! ```
 
