@@ -42,9 +42,15 @@ fn bundle(dir: &Path, builder: BundleBuilder) -> PathBuf {
 
 /// Starts `shim` on `socket` and waits for its ready line.
 fn start_shim(socket: &Path) -> Child {
+    start_shim_with(socket, &[])
+}
+
+/// Starts `shim` on `socket` with extra arguments and waits for its ready line.
+fn start_shim_with(socket: &Path, args: &[&std::ffi::OsStr]) -> Child {
     let mut child = Command::new(SHIM)
         .arg("--socket")
         .arg(socket)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -325,5 +331,63 @@ fn a_shim_killed_with_sigkill_is_replaced_cleanly_on_the_same_socket() {
     assert_eq!(stdout_of(&shimctl(&socket, &["wait", "--pid", &init])), "4");
     assert_eq!(stdout_of(&shimctl(&socket, &["delete", "--pid", &init])), "4");
     assert_eq!(wait_child(&mut second).code(), Some(0));
+    assert!(!socket.exists());
+}
+
+#[test]
+fn a_client_killed_mid_create_and_mid_exec_leaves_a_consistent_container() {
+    if !require_runc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run").join("shim.sock");
+    // A runtime that marks each call it starts, then is slow: a client can be
+    // killed while the shim is inside `runc create` or `runc exec`.
+    let marks = dir.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let wrapper = dir.path().join("slow-runc");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nfor a in \"$@\"; do case $a in create|exec) touch {}/$a;; esac; done\nsleep 0.5\nexec runc \"$@\"\n", marks.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut shim = start_shim_with(&socket, &["--runtime-binary".as_ref(), wrapper.as_os_str()]);
+    let b = bundle(dir.path(), BundleBuilder::new().args(["sleep", "100000"]));
+    let id = format!("e2e-midcall-{}", std::process::id());
+
+    let mut create = Command::new(SHIMCTL)
+        .arg("--socket")
+        .arg(&socket)
+        .args(["create", "--id", &id, "--bundle"])
+        .arg(&b)
+        .spawn()
+        .unwrap();
+    until("runc create to start", || marks.join("create").exists());
+    create.kill().unwrap();
+    create.wait().unwrap();
+    // The create completes anyway; a new client finds the container and goes on.
+    let mut init = String::new();
+    until("the container to appear", || {
+        let text = String::from_utf8_lossy(&shimctl(&socket, &["state"]).stdout).to_string();
+        init = text.lines().nth(1).and_then(|l| l.strip_suffix(" RUNNING")).unwrap_or("").to_string();
+        !init.is_empty()
+    });
+    stdout_of(&shimctl(&socket, &["start"]));
+
+    let mut exec = Command::new(SHIMCTL).arg("--socket").arg(&socket).args(["exec", "--", "true"]).spawn().unwrap();
+    until("runc exec to start", || marks.join("exec").exists());
+    exec.kill().unwrap();
+    exec.wait().unwrap();
+    let mut exec_pid = String::new();
+    until("the exec to be registered", || {
+        let text = String::from_utf8_lossy(&shimctl(&socket, &["state"]).stdout).to_string();
+        exec_pid = text.lines().nth(2).and_then(|l| l.split_whitespace().next()).unwrap_or("").to_string();
+        !exec_pid.is_empty()
+    });
+    assert_eq!(stdout_of(&shimctl(&socket, &["wait", "--pid", &exec_pid])), "0");
+    assert_eq!(stdout_of(&shimctl(&socket, &["delete", "--pid", &exec_pid])), "0");
+    assert_eq!(stdout_of(&shimctl(&socket, &["delete", "--pid", &init])), "137");
+    assert_eq!(wait_child(&mut shim).code(), Some(0));
     assert!(!socket.exists());
 }

@@ -51,7 +51,9 @@ impl Default for ShimConfig {
 struct Proc {
     pid: u32,
     init: bool,
-    console: Option<Arc<OwnedFd>>,
+    terminal: bool,
+    /// The pty master; dropped once the process has exited.
+    console: Mutex<Option<Arc<OwnedFd>>>,
     stdin_closer: Mutex<Option<oneshot::Sender<()>>>,
     /// Set by the reaper's report; what `State` shows.
     reaped: Mutex<Option<u32>>,
@@ -65,7 +67,8 @@ impl Proc {
         Self {
             pid,
             init,
-            console: pumps.console(),
+            terminal: pumps.console().is_some(),
+            console: Mutex::new(pumps.console()),
             stdin_closer: Mutex::new(pumps.take_stdin_closer()),
             reaped: Mutex::new(None),
             exited,
@@ -112,6 +115,9 @@ struct Inner<R> {
     start_lock: tokio::sync::Mutex<()>,
     /// Serialises OOM reports with the init's EXIT.
     oom_lock: tokio::sync::Mutex<Option<Arc<OomWatcher>>>,
+    /// Execs between their check of the init and their registration: the
+    /// init's EXIT waits for them, so it cannot overtake their events.
+    execs_starting: watch::Sender<usize>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -152,6 +158,7 @@ impl<R: Runtime> ContainerShim<R> {
                 state: Mutex::new(ShimState::default()),
                 start_lock: tokio::sync::Mutex::new(()),
                 oom_lock: tokio::sync::Mutex::new(None),
+                execs_starting: watch::channel(0).0,
             }),
         }
     }
@@ -185,9 +192,18 @@ impl<R: Runtime> ContainerShim<R> {
     /// Follows one process to its EXIT event.
     async fn on_exit(&self, proc: Arc<Proc>, id: String, exit: BoxFuture<'static, Option<u32>>, mut pumps: Pumps) {
         let status = exit.await.unwrap_or(255);
-        *lock(&proc.reaped) = Some(status);
+        {
+            // Under the state lock: an Exec checks the init and counts itself
+            // in `execs_starting` in one step, either before this or after.
+            let _state = lock(&self.inner.state);
+            *lock(&proc.reaped) = Some(status);
+        }
         pumps.drain(self.inner.config.io_grace).await;
         if proc.init {
+            let deadline = tokio::time::Instant::now() + self.inner.config.exec_exit_grace;
+            // An exec being started now is either refused or registered.
+            let mut starting = self.inner.execs_starting.subscribe();
+            let _ = tokio::time::timeout_at(deadline, starting.wait_for(|n| *n == 0)).await;
             // Execs die with the init (its pid namespace ends): their EXITs go first.
             let others: Vec<Arc<Proc>> = {
                 let state = lock(&self.inner.state);
@@ -197,9 +213,8 @@ impl<R: Runtime> ContainerShim<R> {
                     .map(|c| c.procs.values().filter(|p| !p.init).cloned().collect())
                     .unwrap_or_default()
             };
-            for other in others {
-                let _ = tokio::time::timeout(self.inner.config.exec_exit_grace, other.wait_exited()).await;
-            }
+            let all_exited = futures::future::join_all(others.iter().map(|o| o.wait_exited()));
+            let _ = tokio::time::timeout_at(deadline, all_exited).await;
             let _started = self.inner.start_lock.lock().await;
             let mut oom = self.inner.oom_lock.lock().await;
             if let Some(watcher) = oom.take() {
@@ -216,15 +231,18 @@ impl<R: Runtime> ContainerShim<R> {
             self.publish(&id, EventType::Exit, proc.pid, status);
             proc.exited.send_replace(Some(status));
         }
-        // Dropping the pumps closes the pty master, if any.
+        // Close the pty master now: the entry may live on until Delete.
+        lock(&proc.console).take();
         drop(pumps);
     }
 
-    fn watch_oom(&self, id: String, watcher: Option<OomWatcher>) -> Option<JoinHandle<()>> {
+    /// Registers the OOM watcher, then follows it in a task. Registered
+    /// first, so the init's exit finds it even if the task never ran.
+    async fn watch_oom(&self, id: String, watcher: Option<OomWatcher>) -> Option<JoinHandle<()>> {
         let watcher = Arc::new(watcher?);
+        *self.inner.oom_lock.lock().await = Some(Arc::clone(&watcher));
         let shim = self.clone();
         Some(tokio::spawn(async move {
-            *shim.inner.oom_lock.lock().await = Some(Arc::clone(&watcher));
             loop {
                 watcher.ready().await;
                 let guard = shim.inner.oom_lock.lock().await;
@@ -250,8 +268,11 @@ impl<R: Runtime> ContainerShim<R> {
         let launched = match self.inner.runtime.create(&spec, stdio).await {
             Ok(l) => l,
             Err(e) => {
-                // The runtime may have created the container before failing.
-                self.inner.runtime.cleanup(&spec).await;
+                // The runtime may have created the container before failing;
+                // but a container that existed before is not ours to remove.
+                if e.code() != crate::Code::AlreadyExists {
+                    self.inner.runtime.cleanup(&spec).await;
+                }
                 return Err(e);
             }
         };
@@ -271,9 +292,11 @@ impl<R: Runtime> ContainerShim<R> {
             procs.insert(pid, Arc::clone(&proc));
             state.container =
                 Some(Container { id: req.id.clone(), init_pid: pid, started: false, defaults, procs, oom_task: None });
+            // Published before the lock is released: no Start or Exec can
+            // see the container, and publish, before CREATED is out.
+            self.publish(&req.id, EventType::Created, pid, 0);
         }
-        self.publish(&req.id, EventType::Created, pid, 0);
-        let oom_task = self.watch_oom(req.id.clone(), oom);
+        let oom_task = self.watch_oom(req.id.clone(), oom).await;
         if let Some(c) = lock(&self.inner.state).container.as_mut() {
             c.oom_task = oom_task;
         }
@@ -287,6 +310,15 @@ fn signal_of(n: u32) -> Result<Signal> {
         .ok()
         .and_then(|n| Signal::try_from(n).ok())
         .ok_or_else(|| ShimError::invalid("signal", format!("{n} is not a signal number")))
+}
+
+/// Counts an exec out of `execs_starting` however it ends.
+struct StartingGuard<'a>(&'a watch::Sender<usize>);
+
+impl Drop for StartingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// Resets `creating` if a Create fails.
@@ -414,23 +446,35 @@ impl<R: Runtime> ContainerShim<R> {
                     c.init_pid, c.id
                 )));
             }
+            // Counted under the same lock the init's exit takes to list the
+            // execs it waits for.
+            self.inner.execs_starting.send_modify(|n| *n += 1);
             (c.id.clone(), c.defaults.clone())
         };
+        let _starting = StartingGuard(&self.inner.execs_starting);
         let process = spec::exec_process(&req, &defaults)?;
         let (prepared, stdio) = PreparedIo::prepare(req.terminal, &req.stdin, &req.stdout, &req.stderr)?;
         let Launched { pid, exit, console, .. } = self.inner.runtime.exec(&id, &process, stdio).await?;
-        let mut pumps = prepared.start(console)?;
+        // From here on a failure must not leave the process running untracked.
+        let kill = |e: ShimError| {
+            let _ = self.inner.runtime.signal(pid, Signal::SIGKILL);
+            e
+        };
+        let mut pumps = prepared.start(console).map_err(kill)?;
         let proc = Arc::new(Proc::new(pid, false, &mut pumps));
         {
             let mut state = lock(&self.inner.state);
             match state.container.as_mut() {
                 Some(c) if c.id == id => {
                     c.procs.insert(pid, Arc::clone(&proc));
+                    self.publish(&id, EventType::ExecAdded, pid, 0);
                 }
-                _ => return Err(ShimError::FailedPrecondition(format!("container {id} was deleted during exec"))),
+                _ => {
+                    let e = ShimError::FailedPrecondition(format!("container {id} was deleted during exec"));
+                    return Err(kill(e));
+                }
             }
         }
-        self.publish(&id, EventType::ExecAdded, pid, 0);
         self.spawn_exit(proc, id, exit, pumps);
         Ok(ExecResponse { pid })
     }
@@ -444,11 +488,14 @@ impl<R: Runtime> ContainerShim<R> {
         let rows = u16::try_from(req.height)
             .map_err(|_| ShimError::invalid("height", format!("{} rows is more than {}", req.height, u16::MAX)))?;
         let (proc, _) = self.lookup(req.pid)?;
-        let console = proc
-            .console
-            .as_ref()
-            .ok_or_else(|| ShimError::FailedPrecondition(format!("process {} has no terminal", req.pid)))?;
-        io::resize(console, cols, rows)
+        if !proc.terminal {
+            return Err(ShimError::FailedPrecondition(format!("process {} has no terminal", req.pid)));
+        }
+        let console = lock(&proc.console).clone();
+        let console = console.ok_or_else(|| {
+            ShimError::FailedPrecondition(format!("process {} has exited: its terminal is closed", req.pid))
+        })?;
+        io::resize(&console, cols, rows)
             .map_err(|e| ShimError::io(format!("cannot resize the terminal of process {}", req.pid), e))
     }
 

@@ -430,7 +430,7 @@ impl Runtime for FakeRuntime {
         {
             let mut st = lock(&self.state);
             if st.containers.contains_key(&spec.id) {
-                return Err(fail("create", format!("container with id exists: {}", spec.id)));
+                return Err(ShimError::AlreadyExists { id: spec.id.clone() });
             }
             let (init_done, _) = watch::channel(false);
             st.containers.insert(spec.id.clone(), FakeContainer { init_pid: 0, start: Some(start_tx), oom, init_done });

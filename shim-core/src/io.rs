@@ -34,6 +34,10 @@ use crate::error::{Result, ShimError};
 
 const COPY_BUFFER: usize = 64 * 1024;
 
+/// After a process exits, its output is waited for at most this many grace
+/// periods in all.
+const MAX_DRAIN_GRACES: u32 = 15;
+
 /// The end-of-transmission character a terminal turns into end-of-file.
 const VEOF: u8 = 0x04;
 
@@ -301,8 +305,11 @@ impl Pumps {
 
     /// Waits until every output copy has reached end-of-file, giving up when
     /// no byte has moved for `grace` (a background child holding the pipe
-    /// open, or a reader that never came).
+    /// open, or a reader that never came), or after 15 graces in all.
     pub async fn drain(&mut self, grace: Duration) {
+        // Progress alone could hold the EXIT forever (a surviving background
+        // child that keeps writing): cap the whole wait too.
+        let cap = tokio::time::Instant::now() + grace * MAX_DRAIN_GRACES;
         let mut last = self.progress.load(Ordering::Relaxed);
         for handle in &mut self.outputs {
             loop {
@@ -310,7 +317,7 @@ impl Pumps {
                     Ok(_) => break,
                     Err(_) => {
                         let now = self.progress.load(Ordering::Relaxed);
-                        if now == last {
+                        if now == last || tokio::time::Instant::now() >= cap {
                             tracing::warn!("output still open after the process exited; giving up on it");
                             handle.abort();
                             break;

@@ -148,7 +148,9 @@ impl RuncRuntime {
 
     fn files<const N: usize>(&self, kind: &str, exts: [&str; N]) -> (CallFiles, [PathBuf; N]) {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let paths = exts.map(|ext| self.config.work_dir.join(format!("{kind}-{n}.{ext}")));
+        // The shim's pid keeps names apart from files a crashed shim left.
+        let me = std::process::id();
+        let paths = exts.map(|ext| self.config.work_dir.join(format!("{kind}-{me}-{n}.{ext}")));
         (CallFiles { paths: paths.to_vec() }, paths)
     }
 
@@ -218,11 +220,21 @@ impl RuncRuntime {
                 }
                 let master = match master {
                     Some(m) => m,
-                    None => tokio::time::timeout(CONSOLE_TIMEOUT, recv).await.map_err(|_| {
-                        ShimError::Internal("the runtime sent no pty master on the console socket".into())
-                    })?,
+                    None => tokio::time::timeout(CONSOLE_TIMEOUT, recv)
+                        .await
+                        .unwrap_or_else(|_| Err(std::io::Error::other("the runtime sent no pty master"))),
                 };
-                Some(master.map_err(|e| ShimError::io("cannot receive the pty master", e))?)
+                match master {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        // The process runs but cannot be given its terminal: stop it.
+                        if let Ok(pid) = read_pid(pid_file) {
+                            let _watch = monitor.watch(pid);
+                            let _ = self.reaper.signal_unreaped(pid, Signal::SIGKILL);
+                        }
+                        return Err(ShimError::io("cannot receive the pty master", e));
+                    }
+                }
             }
         };
         let pid = read_pid(pid_file)?;
@@ -260,6 +272,13 @@ fn launched(pid: u32, monitor: Monitor, console: Option<OwnedFd>, oom: Option<Oo
 impl Runtime for RuncRuntime {
     async fn create(&self, spec: &CreateSpec, stdio: ProcessStdio) -> Result<Launched> {
         let cli = self.cli_for(&spec.runtime);
+        // A container of this id in the runtime's root belongs to someone
+        // else (another shim, or one that died): refuse before touching it,
+        // so the cleanup of a failed create can never remove it.
+        let (_files, [state_log]) = self.files("state", ["log"]);
+        if cli.run(&["state".into(), spec.id.clone().into()], &state_log, RuncStdio::default()).await.is_ok() {
+            return Err(ShimError::AlreadyExists { id: spec.id.clone() });
+        }
         let (_files, [pid_file, log, sock]) = self.files("init", ["pid", "log", "sock"]);
         let mut args: Vec<OsString> = vec![
             "create".into(),
