@@ -218,3 +218,23 @@ async fn output_that_never_ends_or_has_no_reader_does_not_wedge_the_shim() {
     let _ = std::io::stdout().flush();
     let _: &Path = fx.dir.path();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_with_an_id_runc_already_has_leaves_that_container_alone() {
+    if !require_runc() {
+        return;
+    }
+    let first = Fx::new("taken");
+    let bundle = first.bundle(BundleBuilder::new().args(["sleep", "100000"]));
+    let init = first.shim.create(first.create_req(&bundle)).await.unwrap().pid;
+    first.shim.start(StartRequest {}).await.unwrap();
+    // A second shim (same runc root) asked for the same id.
+    let second = Fx::new("taken");
+    let err = second.shim.create(second.create_req(&bundle)).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err}");
+    assert_eq!(first.processes().await, vec![Process::new(init, State::Running)]);
+    // (No `Command::output` here: this process's reaper owns every child's exit.)
+    assert!(std::path::Path::new(&format!("/proc/{init}")).exists(), "the first container must survive");
+    assert!(!shim_core::testing::is_zombie_child(init));
+    assert_eq!(first.shim.delete(DeleteRequest { pid: init }).await.unwrap().exit_status, 137);
+}
