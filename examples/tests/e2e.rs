@@ -71,6 +71,21 @@ fn start_shim_with(socket: &Path, args: &[&std::ffi::OsStr]) -> Child {
     child
 }
 
+/// Starts `shimctl events` and returns it with its lines, once its
+/// subscription is live (an exec's EXEC_ADDED reached it).
+fn subscribe(socket: &Path) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut events =
+        Command::new(SHIMCTL).arg("--socket").arg(socket).arg("events").stdout(Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let lines = std::io::BufReader::new(events.stdout.take().unwrap());
+    std::thread::spawn(move || lines.lines().map_while(Result::ok).try_for_each(|l| tx.send(l)));
+    until("the event subscription", || {
+        stdout_of(&shimctl(socket, &["exec", "--", "true"]));
+        rx.recv_timeout(T).is_ok_and(|l| l.starts_with("EXEC_ADDED"))
+    });
+    (events, rx)
+}
+
 fn wait_child(child: &mut Child) -> std::process::ExitStatus {
     let start = Instant::now();
     loop {
@@ -212,16 +227,8 @@ fn the_container_outlives_a_killed_client_and_reports_its_real_status() {
     // The container still runs under its shim; a new client sees it.
     let state = stdout_of(&shimctl(&socket, &["state"]));
     assert!(state.contains(&format!("{init} RUNNING")), "{state}");
-    let mut events =
-        Command::new(SHIMCTL).arg("--socket").arg(&socket).arg("events").stdout(Stdio::piped()).spawn().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let lines = std::io::BufReader::new(events.stdout.take().unwrap());
-    std::thread::spawn(move || lines.lines().map_while(Result::ok).try_for_each(|l| tx.send(l)));
-    // An exec proves the new subscription is live before the init is killed.
-    until("the event subscription", || {
-        stdout_of(&shimctl(&socket, &["exec", "--", "true"]));
-        rx.recv_timeout(T).is_ok_and(|l| l.starts_with("EXEC_ADDED"))
-    });
+    // Live before the init is killed.
+    let (mut events, rx) = subscribe(&socket);
     stdout_of(&shimctl(&socket, &["kill", "--pid", &pid, "--signal", "9"]));
     assert_eq!(stdout_of(&shimctl(&socket, &["wait", "--pid", &pid])), "137");
     let wanted = format!("pid={init} exit_status=137");
@@ -256,15 +263,7 @@ fn sigterm_to_the_shim_leaves_nothing_behind() {
     let exec: u32 = stdout_of(&shimctl(&socket, &["exec", "--", "sleep", "1000"])).parse().unwrap();
     assert!(work.is_dir());
     // A client streaming events while the shim is told to stop.
-    let mut events =
-        Command::new(SHIMCTL).arg("--socket").arg(&socket).arg("events").stdout(Stdio::piped()).spawn().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let lines = std::io::BufReader::new(events.stdout.take().unwrap());
-    std::thread::spawn(move || lines.lines().map_while(Result::ok).try_for_each(|l| tx.send(l)));
-    until("the event subscription", || {
-        stdout_of(&shimctl(&socket, &["exec", "--", "true"]));
-        rx.recv_timeout(T).is_ok_and(|l| l.starts_with("EXEC_ADDED"))
-    });
+    let (mut events, rx) = subscribe(&socket);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     let status = wait_child(&mut shim);
     assert_eq!(status.code(), Some(0));

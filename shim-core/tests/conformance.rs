@@ -3,12 +3,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use shim_core::testing::conformance::{Harness, Programs};
-use shim_core::testing::{require_runc, shared_reaper};
-use shim_core::{FakeShim, RuncConfig, RuncShim, Shim, ShimConfig};
+use shim_core::testing::conformance::{fake_shim, runc_shim, Harness, Programs};
+use shim_core::testing::require_runc;
+use shim_core::Shim;
 
 struct RuncDirect;
 
@@ -21,8 +20,7 @@ impl Harness for RuncDirect {
         Programs::Busybox
     }
     async fn shim(&self, dir: &Path) -> Arc<dyn Shim> {
-        let config = RuncConfig::new(dir.join("work")).io_grace(Duration::from_millis(500));
-        Arc::new(RuncShim::new(config, shared_reaper()).unwrap_or_else(|e| panic!("shim: {e}")))
+        runc_shim(dir)
     }
 }
 
@@ -34,7 +32,7 @@ impl Harness for Fake {
         Programs::Fake
     }
     async fn shim(&self, _dir: &Path) -> Arc<dyn Shim> {
-        Arc::new(FakeShim::with_config(ShimConfig { io_grace: Duration::from_millis(500), ..Default::default() }, None))
+        fake_shim()
     }
 }
 

@@ -5,12 +5,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use shim_core::testing::conformance::{Harness, Programs};
-use shim_core::testing::{require_runc, shared_reaper, Guarded};
-use shim_core::{FakeShim, RuncConfig, RuncShim, Shim, ShimConfig};
+use shim_core::testing::conformance::{fake_shim, runc_shim, Harness, Programs};
+use shim_core::testing::{require_runc, Guarded};
+use shim_core::Shim;
 use shim_transport_grpc::{serve_unix, ClientOptions, GrpcServer, GrpcShim, ServerOptions};
 
 async fn over_grpc(shim: Arc<dyn Shim>, dir: &Path) -> Arc<dyn Shim> {
@@ -31,8 +30,7 @@ impl Harness for GrpcOverRunc {
         Programs::Busybox
     }
     async fn shim(&self, dir: &Path) -> Arc<dyn Shim> {
-        let config = RuncConfig::new(dir.join("work")).io_grace(Duration::from_millis(500));
-        over_grpc(Arc::new(RuncShim::new(config, shared_reaper()).unwrap()), dir).await
+        over_grpc(runc_shim(dir), dir).await
     }
 }
 
@@ -44,8 +42,7 @@ impl Harness for GrpcOverFake {
         Programs::Fake
     }
     async fn shim(&self, dir: &Path) -> Arc<dyn Shim> {
-        let config = ShimConfig { io_grace: Duration::from_millis(500), ..Default::default() };
-        over_grpc(Arc::new(FakeShim::with_config(config, None)), dir).await
+        over_grpc(fake_shim(), dir).await
     }
 }
 

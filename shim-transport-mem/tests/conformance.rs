@@ -5,12 +5,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use shim_core::testing::conformance::{Harness, Programs};
-use shim_core::testing::{require_runc, shared_reaper};
-use shim_core::{FakeShim, RuncConfig, RuncShim, Shim, ShimConfig};
+use shim_core::testing::conformance::{fake_shim, runc_shim, Harness, Programs};
+use shim_core::testing::require_runc;
+use shim_core::Shim;
 use shim_transport_mem::MemOptions;
 
 fn connect(shim: Arc<dyn Shim>) -> Arc<dyn Shim> {
@@ -29,8 +28,7 @@ impl Harness for MemOverRunc {
         Programs::Busybox
     }
     async fn shim(&self, dir: &Path) -> Arc<dyn Shim> {
-        let config = RuncConfig::new(dir.join("work")).io_grace(Duration::from_millis(500));
-        connect(Arc::new(RuncShim::new(config, shared_reaper()).unwrap()))
+        connect(runc_shim(dir))
     }
 }
 
@@ -42,10 +40,7 @@ impl Harness for MemOverFake {
         Programs::Fake
     }
     async fn shim(&self, _dir: &Path) -> Arc<dyn Shim> {
-        connect(Arc::new(FakeShim::with_config(
-            ShimConfig { io_grace: Duration::from_millis(500), ..Default::default() },
-            None,
-        )))
+        connect(fake_shim())
     }
 }
 

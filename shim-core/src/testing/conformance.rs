@@ -116,6 +116,25 @@ pub trait Harness: Send + Sync {
     async fn shim(&self, dir: &Path) -> Arc<dyn Shim>;
 }
 
+/// How long a test shim waits for output that makes no progress after an
+/// exit: short, so the scenarios that exercise it run quickly.
+pub const TEST_IO_GRACE: Duration = Duration::from_millis(500);
+
+/// A runc shim for a scenario, its work directory in `dir`.
+pub fn runc_shim(dir: &Path) -> Arc<crate::RuncShim> {
+    let config = crate::RuncConfig::new(dir.join("work")).io_grace(TEST_IO_GRACE);
+    match crate::RuncShim::new(config, crate::testing::shared_reaper()) {
+        Ok(shim) => Arc::new(shim),
+        Err(e) => panic!("cannot make a runc shim: {e}"),
+    }
+}
+
+/// A fake shim for a scenario.
+pub fn fake_shim() -> Arc<crate::FakeShim> {
+    let config = crate::ShimConfig { io_grace: TEST_IO_GRACE, ..Default::default() };
+    Arc::new(crate::FakeShim::with_config(config, None))
+}
+
 /// The state of one scenario: its directory, its shim and its names.
 pub struct Scenario {
     dir: tempfile::TempDir,
