@@ -13,8 +13,10 @@ use crate::error::ShimError;
 use crate::shim::EventStream;
 
 /// How many events a subscriber may fall behind, and how many recent events
-/// are kept for resuming, by default.
-pub const DEFAULT_EVENT_BUFFER: usize = 1024;
+/// are kept for resuming, by default. One container makes a handful of
+/// events per process, so this covers bursts of a hundred execs; the slots
+/// are allocated up front, so it is also resident memory of every shim.
+pub const DEFAULT_EVENT_BUFFER: usize = 256;
 
 struct History {
     /// The sequence number the next event gets.
@@ -60,7 +62,8 @@ impl EventBus {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         let (tx, _) = broadcast::channel(capacity);
-        let history = History { next_seq: 1, ring: VecDeque::with_capacity(capacity.min(4096)), capacity };
+        // The ring grows as events come, up to `capacity`.
+        let history = History { next_seq: 1, ring: VecDeque::new(), capacity };
         Self { tx, history: Arc::new(Mutex::new(history)) }
     }
 

@@ -38,7 +38,7 @@ struct Args {
     /// Pass --systemd-cgroup to the runtime.
     #[arg(long)]
     systemd_cgroup: bool,
-    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    /// Log level: off, error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     log_level: String,
     /// Log format on stderr.
@@ -51,9 +51,13 @@ struct Args {
 }
 
 fn init_logs(args: &Args) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A plain level, not a filter expression: the filter parser would put a
+    // regex engine into the daemon's resident memory.
+    let level = args.log_level.parse::<tracing_subscriber::filter::LevelFilter>().unwrap_or_else(|_| {
+        eprintln!("shim: unknown --log-level {:?}; using info", args.log_level);
+        tracing_subscriber::filter::LevelFilter::INFO
+    });
+    let builder = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -146,6 +150,12 @@ fn main() -> ExitCode {
         eprintln!("ready {}", socket.display());
         if let Some(mut f) = report {
             let _ = writeln!(f, "ready {}", socket.display());
+        }
+        // What start-up allocated and freed (argument parsing, setup) goes
+        // back to the system rather than staying resident for the shim's life.
+        // SAFETY: malloc_trim only releases free memory of the allocator.
+        unsafe {
+            libc::malloc_trim(0);
         }
     }));
     match result {

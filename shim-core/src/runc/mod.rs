@@ -28,6 +28,9 @@ use crate::oom::OomWatcher;
 use crate::reaper::{Monitor, Reaper};
 use crate::runtime::{CreateSpec, Launched, Runtime};
 
+/// Where runc keeps its state when run as root without `--root`.
+const RUNC_DEFAULT_ROOT: &str = "/run/runc";
+
 /// How long runc may take to send a terminal's pty master after it exited.
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -168,6 +171,23 @@ impl RuncRuntime {
         }
     }
 
+    /// Whether the runtime already holds a container `id`. For runc, whose
+    /// state directory is known, a look at it (runc keeps `<root>/<id>/`);
+    /// for other runtimes, their `state` command (a process more per Create).
+    async fn exists(&self, cli: &RuncCli, id: &str) -> bool {
+        let is_runc = Path::new(&cli.binary).file_name().is_some_and(|n| n == "runc");
+        let root = match (&cli.root, is_runc) {
+            (Some(root), true) => Some(root.clone()),
+            (None, true) if nix::unistd::Uid::effective().is_root() => Some(PathBuf::from(RUNC_DEFAULT_ROOT)),
+            _ => None,
+        };
+        if let Some(root) = root {
+            return std::fs::symlink_metadata(root.join(id)).is_ok();
+        }
+        let (_files, [log]) = self.files("state", ["log"]);
+        cli.run(&["state".into(), id.into()], &log, RuncStdio::default()).await.is_ok()
+    }
+
     async fn control(&self, id: &str, args: Vec<OsString>) -> Result<()> {
         let (_files, [log]) = self.files("ctl", ["log"]);
         self.cli(id).run(&args, &log, RuncStdio::default()).await
@@ -275,8 +295,7 @@ impl Runtime for RuncRuntime {
         // A container of this id in the runtime's root belongs to someone
         // else (another shim, or one that died): refuse before touching it,
         // so the cleanup of a failed create can never remove it.
-        let (_files, [state_log]) = self.files("state", ["log"]);
-        if cli.run(&["state".into(), spec.id.clone().into()], &state_log, RuncStdio::default()).await.is_ok() {
+        if self.exists(&cli, &spec.id).await {
             return Err(ShimError::AlreadyExists { id: spec.id.clone() });
         }
         let (_files, [pid_file, log, sock]) = self.files("init", ["pid", "log", "sock"]);
