@@ -67,6 +67,17 @@ async fn raw_lifecycle(reaper: &Reaper, bundle: &Path, id: &str, dir: &Path) -> 
     took
 }
 
+/// Reads events until the EXIT of `pid`.
+async fn exit_event(events: &mut shim_core::EventStream, pid: u32) {
+    while let Some(ev) = events.next().await {
+        let ev = ev.unwrap();
+        if ev.r#type == EventType::Exit as i32 && ev.pid == pid {
+            return;
+        }
+    }
+    panic!("the event stream ended before the EXIT of {pid}");
+}
+
 /// The same through a shim: Create, Start, the EXIT event, Delete.
 async fn shim_lifecycle(shim: &dyn Shim, bundle: &Path, id: &str) -> Duration {
     let start = Instant::now();
@@ -74,12 +85,7 @@ async fn shim_lifecycle(shim: &dyn Shim, bundle: &Path, id: &str) -> Duration {
     let req = CreateRequest { id: id.into(), bundle: bundle.display().to_string(), ..Default::default() };
     let pid = shim.create(req).await.unwrap().pid;
     shim.start(StartRequest {}).await.unwrap();
-    while let Some(ev) = events.next().await {
-        let ev = ev.unwrap();
-        if ev.r#type == EventType::Exit as i32 && ev.pid == pid {
-            break;
-        }
-    }
+    exit_event(&mut events, pid).await;
     shim.delete(DeleteRequest { pid }).await.unwrap();
     start.elapsed()
 }
@@ -88,12 +94,7 @@ async fn shim_exec(shim: &dyn Shim) -> Duration {
     let start = Instant::now();
     let mut events = shim.events(EventsRequest::default()).await.unwrap();
     let pid = shim.exec(ExecRequest { args: vec!["true".into()], ..Default::default() }).await.unwrap().pid;
-    while let Some(ev) = events.next().await {
-        let ev = ev.unwrap();
-        if ev.r#type == EventType::Exit as i32 && ev.pid == pid {
-            break;
-        }
-    }
+    exit_event(&mut events, pid).await;
     shim.delete(DeleteRequest { pid }).await.unwrap();
     start.elapsed()
 }
