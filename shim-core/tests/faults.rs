@@ -238,3 +238,30 @@ async fn a_create_with_an_id_runc_already_has_leaves_that_container_alone() {
     assert!(!shim_core::testing::is_zombie_child(init));
     assert_eq!(first.shim.delete(DeleteRequest { pid: init }).await.unwrap().exit_status, 137);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_runtime_call_is_killed_after_the_timeout() {
+    if !require_runc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = RuncConfig::new(dir.path().join("work"))
+        .io_grace(Duration::from_millis(500))
+        .command_timeout(Some(Duration::from_secs(1)));
+    let shim = RuncShim::new(config, shared_reaper()).unwrap();
+    let fx = Fx { dir, shim: Arc::new(shim), id: format!("fault-hung-{}", std::process::id()) };
+    // `start` hangs, as with a hook that never returns.
+    let hangs =
+        fx.wrapper("hangs-on-start", "case \" $* \" in *\" start \"*) exec sleep 100000;; esac\nexec runc \"$@\"");
+    let bundle = fx.bundle(BundleBuilder::new().args(["sleep", "100000"]));
+    let init = fx.shim.create(CreateRequest { runtime: hangs, ..fx.create_req(&bundle) }).await.unwrap().pid;
+    let started = Instant::now();
+    let err = tokio::time::timeout(T, fx.shim.start(StartRequest {})).await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert!(err.to_string().contains("did not finish within 1s; killed"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The shim still serves, and the container can be removed.
+    assert_eq!(fx.processes().await, vec![Process::new(init, State::Running)]);
+    assert_eq!(fx.shim.delete(DeleteRequest { pid: init }).await.unwrap().exit_status, 137);
+    assert_eq!(fx.work_files(), Vec::<String>::new());
+}

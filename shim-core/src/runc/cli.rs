@@ -35,6 +35,8 @@ pub(crate) struct RuncCli {
     pub root: Option<PathBuf>,
     pub systemd_cgroup: bool,
     pub reaper: Reaper,
+    /// A call still running after this is killed and fails.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl RuncCli {
@@ -79,19 +81,37 @@ impl RuncCli {
                 message: format!("cannot execute the runtime binary: {e}"),
             }
         })?;
-        let (stderr_text, exit) = match captured {
-            // The started process inherits this stderr and may hold it for
-            // its whole life: take what is there when the runtime exits, then
-            // discard the rest (the process asked for /dev/null).
-            Some(fd) if stdio.process => {
-                let exit = waiter.wait().await;
-                (take_and_discard(fd), exit)
+        let pid = waiter.pid();
+        let finished = async {
+            match captured {
+                // The started process inherits this stderr and may hold it for
+                // its whole life: take what is there when the runtime exits,
+                // then discard the rest (the process asked for /dev/null).
+                Some(fd) if stdio.process => {
+                    let exit = waiter.wait().await;
+                    (take_and_discard(fd), exit)
+                }
+                Some(fd) => {
+                    let text = read_capped(fd).await;
+                    (text, waiter.wait().await)
+                }
+                None => (String::new(), waiter.wait().await),
             }
-            Some(fd) => {
-                let text = read_capped(fd).await;
-                (text, waiter.wait().await)
-            }
-            None => (String::new(), waiter.wait().await),
+        };
+        let outcome = match self.timeout {
+            Some(limit) => tokio::time::timeout(limit, finished).await.ok(),
+            None => Some(finished.await),
+        };
+        let Some((stderr_text, exit)) = outcome else {
+            // A hung runtime (a hook that never returns) must not hang the
+            // shim's caller forever: kill it and say so.
+            let _ = self.reaper.signal_unreaped(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = std::fs::remove_file(log);
+            return Err(ShimError::Runtime {
+                binary: self.binary.clone(),
+                command,
+                message: format!("did not finish within {:?}; killed", self.timeout.unwrap_or_default()),
+            });
         };
         let log_text = std::fs::read_to_string(log).unwrap_or_default();
         let _ = std::fs::remove_file(log);

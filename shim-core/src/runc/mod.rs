@@ -49,6 +49,9 @@ pub struct RuncConfig {
     pub work_dir: PathBuf,
     /// Pass `--systemd-cgroup` to runc.
     pub systemd_cgroup: bool,
+    /// A runc call still running after this long (a hook that hangs) is
+    /// killed and fails; `None` waits for ever. Default 60 s.
+    pub command_timeout: Option<Duration>,
     /// The runtime-independent settings.
     pub shim: ShimConfig,
 }
@@ -61,6 +64,7 @@ impl RuncConfig {
             runtime_root: None,
             work_dir: work_dir.into(),
             systemd_cgroup: false,
+            command_timeout: Some(Duration::from_secs(60)),
             shim: ShimConfig::default(),
         }
     }
@@ -80,6 +84,12 @@ impl RuncConfig {
     /// Sets `--systemd-cgroup`.
     pub fn systemd_cgroup(mut self, on: bool) -> Self {
         self.systemd_cgroup = on;
+        self
+    }
+
+    /// Sets the runc call timeout; see [`RuncConfig::command_timeout`].
+    pub fn command_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.command_timeout = timeout;
         self
     }
 
@@ -168,6 +178,7 @@ impl RuncRuntime {
             root: self.config.runtime_root.clone(),
             systemd_cgroup: self.config.systemd_cgroup,
             reaper: self.reaper.clone(),
+            timeout: self.config.command_timeout,
         }
     }
 
