@@ -127,5 +127,27 @@ fn events(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, rpc, events);
+/// The floor under any cross-thread transport on this machine: one byte
+/// each way over a unix socket pair, echoed by a thread that blocks in read.
+fn pingpong(c: &mut Criterion) {
+    use std::io::{Read, Write};
+    let (mut near, mut far) = std::os::unix::net::UnixStream::pair().unwrap();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 1];
+        while far.read_exact(&mut b).is_ok() {
+            if far.write_all(&b).is_err() {
+                return;
+            }
+        }
+    });
+    c.bench_function("rpc/unix-pingpong", |b| {
+        b.iter(|| {
+            let mut x = [7u8; 1];
+            near.write_all(&x).unwrap();
+            near.read_exact(&mut x).unwrap();
+        })
+    });
+}
+
+criterion_group!(benches, rpc, events, pingpong);
 criterion_main!(benches);

@@ -246,6 +246,16 @@ async fn main() {
             .unwrap();
         }
     }
+    if let Some((m, lo, hi)) = criterion_median("rpc_unix-pingpong") {
+        writeln!(
+            doc,
+            "| (floor) | one byte each way over a unix socket pair, echoed by another thread | {:.2} µs | {:.2}–{:.2} µs | |",
+            m / 1e3,
+            lo / 1e3,
+            hi / 1e3
+        )
+        .unwrap();
+    }
     writeln!(doc, "\n## 2. Event throughput (fake shim, bursts of 20,000 events)\n").unwrap();
     writeln!(doc, "| transport | subscribers | median time per burst | events/s to each subscriber | goal |\n|---|---|---|---|---|").unwrap();
     for transport in ["mem", "grpc-unix"] {
