@@ -21,7 +21,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -342,33 +342,54 @@ impl Drop for Pumps {
     }
 }
 
-/// Releases a thread blocked opening a FIFO for writing, by briefly being
-/// its reader.
-struct UnblockOnDrop {
-    path: PathBuf,
-    opened: Arc<AtomicBool>,
+/// The state shared by a FIFO's blocking open and whoever gives up on it.
+#[derive(Default)]
+struct PendingOpen {
+    /// Set once the open finished, or once it was given up.
+    done: bool,
+    /// A reader of our own that releases a blocked open; the opener closes it.
+    release: Option<File>,
 }
 
-impl Drop for UnblockOnDrop {
+/// Gives up a FIFO open still pending when the copy is dropped: an opener
+/// that has not started never opens; one blocked in `open` is released by a
+/// reader of our own and closes both ends at once. A client that opens the
+/// FIFO later never meets a writer of an abandoned stream.
+struct GiveUpOnDrop {
+    shared: Arc<std::sync::Mutex<PendingOpen>>,
+    path: PathBuf,
+}
+
+impl Drop for GiveUpOnDrop {
     fn drop(&mut self) {
-        if !self.opened.load(Ordering::Acquire) {
-            let _ = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&self.path);
+        let mut pending = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if !pending.done {
+            pending.done = true;
+            pending.release = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&self.path).ok();
         }
     }
 }
 
 async fn open_fifo_writer(path: PathBuf) -> io::Result<pipe::Sender> {
-    let opened = Arc::new(AtomicBool::new(false));
-    let guard = UnblockOnDrop { path: path.clone(), opened: Arc::clone(&opened) };
-    let flag = Arc::clone(&opened);
+    let shared = Arc::new(std::sync::Mutex::new(PendingOpen::default()));
+    let _guard = GiveUpOnDrop { shared: Arc::clone(&shared), path: path.clone() };
     let file = tokio::task::spawn_blocking(move || {
-        let f = OpenOptions::new().write(true).custom_flags(libc::O_CLOEXEC).open(&path);
-        flag.store(true, Ordering::Release);
-        f
+        let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
+        if lock().done {
+            return Err(io::Error::other("output abandoned before its fifo was opened"));
+        }
+        let opened = OpenOptions::new().write(true).custom_flags(libc::O_CLOEXEC).open(&path);
+        let mut pending = lock();
+        if pending.done {
+            // Given up while blocked: our reader and this writer close together.
+            pending.release = None;
+            return Err(io::Error::other("output abandoned while its fifo was being opened"));
+        }
+        pending.done = true;
+        opened
     })
     .await
     .map_err(io::Error::other)??;
-    drop(guard);
     pipe::Sender::from_file(file)
 }
 
