@@ -62,7 +62,12 @@ impl std::fmt::Debug for OomWatcher {
 }
 
 fn cgroup_of(pid: u32) -> Option<(bool, String)> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    parse_cgroup(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
+}
+
+/// From `/proc/PID/cgroup`: the memory controller's path on cgroup v1
+/// (`(false, path)`), else the unified hierarchy's path (`(true, path)`).
+fn parse_cgroup(text: &str) -> Option<(bool, String)> {
     let mut unified = None;
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
@@ -78,10 +83,12 @@ fn cgroup_of(pid: u32) -> Option<(bool, String)> {
 }
 
 fn oom_kills(events: &Path) -> u64 {
-    fs::read_to_string(events)
-        .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("oom_kill ").and_then(|v| v.trim().parse().ok())))
-        .unwrap_or(0)
+    fs::read_to_string(events).map(|t| parse_oom_kills(&t)).unwrap_or(0)
+}
+
+/// The `oom_kill` count of a cgroup v2 `memory.events` file.
+fn parse_oom_kills(text: &str) -> u64 {
+    text.lines().find_map(|l| l.strip_prefix("oom_kill ").and_then(|v| v.trim().parse().ok())).unwrap_or(0)
 }
 
 fn register(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
@@ -175,5 +182,39 @@ impl OomWatcher {
                 now.saturating_sub(seen.swap(now, Ordering::Relaxed))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_paths_of_both_hierarchies() {
+        let v1 = "12:pids:/a\n4:memory,hugetlb:/runc/c1\n0::/\n";
+        assert_eq!(parse_cgroup(v1), Some((false, "/runc/c1".into())));
+        let v2 = "0::/system.slice/runc-c1.scope\n";
+        assert_eq!(parse_cgroup(v2), Some((true, "/system.slice/runc-c1.scope".into())));
+        assert_eq!(parse_cgroup("garbage"), None);
+        assert_eq!(parse_cgroup(""), None);
+    }
+
+    #[test]
+    fn oom_kill_count_of_memory_events() {
+        let events = "low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 0\n";
+        assert_eq!(parse_oom_kills(events), 2);
+        assert_eq!(parse_oom_kills("oom 1\n"), 0);
+        assert_eq!(parse_oom_kills("oom_kill x\n"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_manual_watcher_reports_each_kill_once() {
+        let (watcher, trigger) = OomWatcher::manual();
+        assert_eq!(watcher.take(), 0);
+        trigger.fire();
+        trigger.fire();
+        watcher.ready().await;
+        assert_eq!(watcher.take(), 2);
+        assert_eq!(watcher.take(), 0);
     }
 }
