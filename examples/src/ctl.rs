@@ -153,12 +153,28 @@ fn window_size() -> Option<(u16, u16)> {
     (rc == 0 && ws.ws_col > 0).then_some((ws.ws_col, ws.ws_row))
 }
 
+/// Stops the daemon `run` started when `run` fails half-way (SIGTERM: it
+/// deletes its container and exits), so no shim is left without a client
+/// that knows its socket. A `shimctl` killed outright skips this on purpose:
+/// the container outlives its client.
+struct StopOnError(Option<Child>);
+
+impl Drop for StopOnError {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.take() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+}
+
 /// `shimctl run`: starts a shim, runs the bundle with the caller's stdio,
 /// waits, deletes, and returns the container's exit status.
 pub async fn run(opts: RunOptions) -> Result<u32, CtlError> {
+    let bundle = std::fs::canonicalize(&opts.bundle).map_err(|e| format!("bundle {}: {e}", opts.bundle.display()))?;
     let dir = tempfile::Builder::new().prefix("shimctl-").tempdir()?;
     let socket = opts.socket.clone().unwrap_or_else(|| dir.path().join("run").join("shim.sock"));
-    let _daemon = spawn_shim(&socket)?;
+    let mut daemon = StopOnError(Some(spawn_shim(&socket)?));
     let shim = connect(&socket).await?;
 
     let fifo = |name: &str| -> Result<PathBuf, CtlError> {
@@ -179,7 +195,6 @@ pub async fn run(opts: RunOptions) -> Result<u32, CtlError> {
     let err_thread = stderr.clone().map(|p| reader(p, Box::new(std::io::stderr())));
 
     let s = |p: &Path| p.to_string_lossy().into_owned();
-    let bundle = std::fs::canonicalize(&opts.bundle).map_err(|e| format!("bundle {}: {e}", opts.bundle.display()))?;
     let pid = shim
         .create(CreateRequest {
             id: opts.id.clone(),
@@ -234,6 +249,8 @@ pub async fn run(opts: RunOptions) -> Result<u32, CtlError> {
     };
     drop(raw);
     shim.delete(DeleteRequest { pid }).await?;
+    // Its container deleted, the daemon exits by itself.
+    daemon.0 = None;
     // The output FIFOs end once the shim has copied everything out.
     let join = tokio::task::spawn_blocking(move || {
         let _ = out_thread.join();

@@ -36,9 +36,10 @@ pub struct DaemonConfig {
 }
 
 /// The runc shim, noticing when its init process is deleted.
+#[derive(Clone)]
 struct DaemonShim {
     shim: RuncShim,
-    done: watch::Sender<bool>,
+    done: Arc<watch::Sender<bool>>,
 }
 
 #[async_trait]
@@ -50,13 +51,19 @@ impl Shim for DaemonShim {
         self.shim.start(r).await
     }
     async fn delete(&self, r: DeleteRequest) -> shim_core::Result<DeleteResponse> {
-        let init = self.shim.state(StateRequest {}).await?.processes.first().map(|p| p.pid);
-        let result = self.shim.delete(r).await;
-        if result.is_ok() && init == Some(r.pid) {
-            // The container is gone: this shim's work is done.
-            let _ = self.done.send(true);
-        }
-        result
+        // One task for the delete and the notice, so a client that goes away
+        // mid-call cannot leave the daemon running without its container.
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let init = this.shim.state(StateRequest {}).await?.processes.first().map(|p| p.pid);
+            let result = this.shim.delete(r).await;
+            if result.is_ok() && init == Some(r.pid) {
+                // The container is gone: this shim's work is done.
+                let _ = this.done.send(true);
+            }
+            result
+        });
+        task.await.unwrap_or_else(|e| Err(shim_core::ShimError::Internal(format!("delete task failed: {e}"))))
     }
     async fn exec(&self, r: ExecRequest) -> shim_core::Result<ExecResponse> {
         self.shim.exec(r).await
@@ -81,6 +88,9 @@ impl Shim for DaemonShim {
     }
 }
 
+/// How long the teardown after SIGTERM or SIGINT may take.
+const TEARDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Why the daemon failed.
 pub type DaemonError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -93,16 +103,31 @@ pub async fn run(config: DaemonConfig, ready: impl FnOnce(&std::path::Path)) -> 
     runc.runtime_root = config.runtime_root.clone();
     let shim = RuncShim::new(runc, reaper)?;
     let (done_tx, mut done) = watch::channel(false);
-    let daemon = Arc::new(DaemonShim { shim: shim.clone(), done: done_tx });
+    let daemon = Arc::new(DaemonShim { shim: shim.clone(), done: Arc::new(done_tx) });
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let server = serve_unix(daemon, &config.socket, ServerOptions::default())?;
     tracing::info!(socket = %config.socket.display(), "serving");
     ready(&config.socket);
-    tokio::select! {
-        _ = done.wait_for(|d| *d) => tracing::info!("container deleted; exiting"),
-        _ = term.recv() => teardown(&shim, "SIGTERM").await,
-        _ = int.recv() => teardown(&shim, "SIGINT").await,
+    let why = tokio::select! {
+        _ = done.wait_for(|d| *d) => None,
+        _ = term.recv() => Some("SIGTERM"),
+        _ = int.recv() => Some("SIGINT"),
+    };
+    match why {
+        None => tracing::info!("container deleted; exiting"),
+        Some(why) => {
+            // Bounded, and a second signal cuts it short.
+            tokio::select! {
+                r = tokio::time::timeout(TEARDOWN_LIMIT, teardown(&shim, why)) => {
+                    if r.is_err() {
+                        tracing::error!("teardown did not finish within {TEARDOWN_LIMIT:?}; exiting anyway");
+                    }
+                }
+                _ = term.recv() => tracing::warn!("second signal; exiting without finishing the teardown"),
+                _ = int.recv() => tracing::warn!("second signal; exiting without finishing the teardown"),
+            }
+        }
     }
     let result = server.shutdown().await;
     if let Err(e) = std::fs::remove_dir_all(&config.work_dir) {

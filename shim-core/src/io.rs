@@ -69,12 +69,16 @@ fn open_input(field: &'static str, path: &str) -> Result<Input> {
         let f = OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
             .open(path)
             .map_err(|e| ShimError::io(format!("cannot open stdin fifo {path:?}"), e))?;
         Ok(Input::Fifo(f.into()))
     } else if ft.is_file() || ft.is_char_device() {
-        let f = File::open(path).map_err(|e| ShimError::io(format!("cannot open stdin file {path:?}"), e))?;
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
+            .open(path)
+            .map_err(|e| ShimError::io(format!("cannot open stdin file {path:?}"), e))?;
         Ok(Input::File(f))
     } else {
         Err(ShimError::invalid(field, format!("{path:?} is neither a fifo nor a regular file")))
@@ -95,7 +99,9 @@ fn open_output(field: &'static str, path: &str) -> Result<Output> {
                 .append(true)
                 .create(true)
                 .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
+                // A shim that leads its session must not gain a controlling
+                // terminal because a client named one as a stdio path.
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
                 .open(path)
                 .map_err(|e| ShimError::invalid(field, format!("cannot open {path:?} for append: {e}")))?;
             Ok(Output::File(f))
@@ -378,7 +384,7 @@ async fn open_fifo_writer(path: PathBuf) -> io::Result<pipe::Sender> {
         if lock().done {
             return Err(io::Error::other("output abandoned before its fifo was opened"));
         }
-        let opened = OpenOptions::new().write(true).custom_flags(libc::O_CLOEXEC).open(&path);
+        let opened = OpenOptions::new().write(true).custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY).open(&path);
         let mut pending = lock();
         if pending.done {
             // Given up while blocked: our reader and this writer close together.

@@ -193,6 +193,9 @@ impl GrpcService for GrpcShimService {
         tokio::spawn(async move {
             loop {
                 let item = tokio::select! {
+                    // Events first: one published just before shutdown
+                    // still goes out.
+                    biased;
                     item = events.next() => item,
                     _ = tx.closed() => return,
                     _ = shutdown.wait_for(|s| *s) => return,
@@ -216,7 +219,13 @@ impl GrpcService for GrpcShimService {
     }
 
     async fn wait(&self, r: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
-        self.shim.wait(r.into_inner()).await.map(Response::new).map_err(to_status)
+        // A Wait can last as long as the process: it ends at shutdown, so the
+        // connection can close.
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            r = self.shim.wait(r.into_inner()) => r.map(Response::new).map_err(to_status),
+            _ = shutdown.wait_for(|s| *s) => Err(Status::unavailable("the shim server is shutting down")),
+        }
     }
 
     async fn close_stdin(&self, r: Request<CloseStdinRequest>) -> Result<Response<()>, Status> {
@@ -228,7 +237,8 @@ impl GrpcService for GrpcShimService {
 pub struct GrpcServer {
     grace: std::time::Duration,
     shutdown: watch::Sender<bool>,
-    task: Task,
+    /// `None` once waited for.
+    task: Option<Task>,
     socket: Option<PathBuf>,
 }
 
@@ -248,15 +258,19 @@ impl GrpcServer {
     /// and removes the socket file.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         let _ = self.shutdown.send(true);
-        let result = match tokio::time::timeout(self.grace, &mut self.task).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => Err(ServeError::Reflection(format!("server task failed: {e}"))),
-            Err(_) => {
-                tracing::warn!("calls still running after the shutdown grace period; closing connections");
-                self.task.abort();
-                Ok(())
-            }
+        let result = match self.task.as_mut() {
+            None => Ok(()),
+            Some(task) => match tokio::time::timeout(self.grace, &mut *task).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => Err(ServeError::Reflection(format!("server task failed: {e}"))),
+                Err(_) => {
+                    tracing::warn!("connections still open after the shutdown grace period; closing them");
+                    task.abort();
+                    Ok(())
+                }
+            },
         };
+        self.task = None;
         if let Some(path) = self.socket.take() {
             let _ = std::fs::remove_file(path);
         }
@@ -266,17 +280,22 @@ impl GrpcServer {
     /// Waits until the server stops by itself (it normally runs until
     /// [`GrpcServer::shutdown`]).
     pub async fn wait(&mut self) -> Result<(), ServeError> {
-        match (&mut self.task).await {
+        let Some(task) = self.task.as_mut() else { return Ok(()) };
+        let result = match task.await {
             Ok(r) => r,
             Err(e) => Err(ServeError::Reflection(format!("server task failed: {e}"))),
-        }
+        };
+        self.task = None;
+        result
     }
 }
 
 impl Drop for GrpcServer {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
-        self.task.abort();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
         if let Some(path) = self.socket.take() {
             let _ = std::fs::remove_file(path);
         }
@@ -329,7 +348,7 @@ type Task = tokio::task::JoinHandle<Result<(), ServeError>>;
 pub fn serve_unix(shim: Arc<dyn Shim>, path: &Path, options: ServerOptions) -> Result<GrpcServer, ServeError> {
     let listener = bind_unix(path)?;
     let (shutdown, task) = spawn_server(shim, &options, UnixListenerStream::new(listener))?;
-    Ok(GrpcServer { grace: options.shutdown_grace, shutdown, task, socket: Some(path.to_path_buf()) })
+    Ok(GrpcServer { grace: options.shutdown_grace, shutdown, task: Some(task), socket: Some(path.to_path_buf()) })
 }
 
 /// Serves `shim` on a TCP address. There is no peer check on TCP: use it only
@@ -344,5 +363,5 @@ pub async fn serve_tcp(
     let local = listener.local_addr().map_err(err("cannot read the address of"))?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let (shutdown, task) = spawn_server(shim, &options, incoming)?;
-    Ok((GrpcServer { grace: options.shutdown_grace, shutdown, task, socket: None }, local))
+    Ok((GrpcServer { grace: options.shutdown_grace, shutdown, task: Some(task), socket: None }, local))
 }

@@ -248,3 +248,22 @@ async fn health_and_reflection_are_served() {
     assert!(names.contains(&"containerd.shim.v1.Shim".to_string()), "{names:?}");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_pending_waits_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(dir.path());
+    let (shim, init) = running(dir.path()).await;
+    let mut server = serve_unix(shim, &socket, ServerOptions::default()).unwrap();
+    let client = GrpcShim::connect(&socket, ClientOptions::default()).await.unwrap();
+    let waiting = tokio::spawn(async move { client.wait(WaitRequest { pid: init }).await });
+    // Let the Wait reach the server, then stop it: the Wait ends, and the
+    // shutdown does not sit out its grace period for it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let _ = tokio::time::timeout(Duration::from_millis(1), server.wait()).await;
+    server.shutdown().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(4), "shutdown took {:?}", started.elapsed());
+    let r = tokio::time::timeout(T, waiting).await.unwrap().unwrap();
+    assert_eq!(r.map_err(|e| e.code()).err(), Some(Code::Unavailable));
+}

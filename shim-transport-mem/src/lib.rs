@@ -14,7 +14,9 @@
 //!   server too, so no task is left behind;
 //! - requests queue in a bounded channel and at most
 //!   [`MemOptions::max_in_flight`] run at once: a flood of requests waits
-//!   (backpressure) instead of growing memory.
+//!   (backpressure) instead of growing memory. A `Wait`, which lasts as long
+//!   as its process, counts only until it has started, so waiters can never
+//!   block the call that would end them.
 //!
 //! Messages pass as the `shim-proto` values themselves. With
 //! [`MemOptions::encode`], every request, response and event is encoded and
@@ -224,8 +226,29 @@ fn wire_error(encode: bool, e: ShimError) -> ShimError {
     }
 }
 
+/// Whether a call counts against [`MemOptions::max_in_flight`] for its
+/// whole duration.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// Until it returns.
+    WholeCall,
+    /// Only until it starts: a `Wait` lasts as long as its process, and
+    /// counting it would let a crowd of waiters block the `Kill` that ends
+    /// them.
+    Admission,
+}
+
 impl MemClient {
     async fn call<Req, Resp, F>(&self, req: Req, f: F) -> Result<Resp, ShimError>
+    where
+        Req: prost::Message + Default + 'static,
+        Resp: prost::Message + Default + 'static,
+        F: for<'a> FnOnce(&'a dyn Shim, Req) -> BoxFuture<'a, Result<Resp, ShimError>> + Send + 'static,
+    {
+        self.call_held(req, Hold::WholeCall, f).await
+    }
+
+    async fn call_held<Req, Resp, F>(&self, req: Req, hold: Hold, f: F) -> Result<Resp, ShimError>
     where
         Req: prost::Message + Default + 'static,
         Resp: prost::Message + Default + 'static,
@@ -237,6 +260,7 @@ impl MemClient {
         let job: Job = Box::new(move |shim, permit| {
             Box::pin(async move {
                 let mut tx = tx;
+                let permit = (hold == Hold::WholeCall).then_some(permit);
                 let result = tokio::select! {
                     r = f(shim.as_ref(), req) => r,
                     // The caller gave up: stop working for it.
@@ -356,7 +380,7 @@ impl Shim for MemClient {
     }
 
     async fn wait(&self, req: WaitRequest) -> Result<WaitResponse, ShimError> {
-        self.call(req, |s, r| s.wait(r)).await
+        self.call_held(req, Hold::Admission, |s, r| s.wait(r)).await
     }
 
     async fn close_stdin(&self, req: CloseStdinRequest) -> Result<(), ShimError> {

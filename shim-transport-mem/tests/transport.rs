@@ -35,14 +35,22 @@ async fn running(dir: &std::path::Path) -> (Arc<FakeShim>, u32) {
 async fn dropping_the_server_ends_calls_and_streams_with_unavailable() {
     let dir = tempfile::tempdir().unwrap();
     let (shim, pid) = running(dir.path()).await;
-    let (server, client) = serve(shim.clone(), MemOptions::default());
+    // A State held at a closed gate is a call certainly in progress.
+    let gated = Arc::new(Gated { inner: shim.clone(), gate: Arc::new(tokio::sync::Semaphore::new(0)) });
+    let (server, client) = serve(gated, MemOptions::default());
     let mut events = client.events(EventsRequest::default()).await.unwrap();
     let pending = {
         let client = client.clone();
+        tokio::spawn(async move { client.state(StateRequest {}).await })
+    };
+    let waiting = {
+        let client = client.clone();
         tokio::spawn(async move { client.wait(WaitRequest { pid }).await })
     };
-    until("the wait to reach the shim", || server.in_flight() == 1).await;
+    until("the state call to reach the shim", || server.in_flight() == 1).await;
     drop(server);
+    let r = tokio::time::timeout(T, waiting).await.unwrap().unwrap();
+    assert_eq!(r.map_err(|e| e.code()).err(), Some(Code::Unavailable));
     let r = tokio::time::timeout(T, pending).await.unwrap().unwrap();
     assert_eq!(r.map_err(|e| e.code()).err(), Some(Code::Unavailable));
     let item = tokio::time::timeout(T, events.next()).await.unwrap();
@@ -70,37 +78,105 @@ async fn dropping_a_stream_or_the_client_releases_subscriptions() {
 async fn a_cancelled_call_leaves_no_task_behind() {
     let dir = tempfile::tempdir().unwrap();
     let (shim, pid) = running(dir.path()).await;
-    let (server, client) = serve(shim, MemOptions::default());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (server, client) = serve(Arc::new(Gated { inner: shim, gate: Arc::clone(&gate) }), MemOptions::default());
     for _ in 0..20 {
-        // Wait would block forever: give up on it.
+        // Both would block for ever: give up on them.
+        let r = tokio::time::timeout(Duration::from_millis(10), client.state(StateRequest {})).await;
+        assert!(r.is_err());
         let r = tokio::time::timeout(Duration::from_millis(10), client.wait(WaitRequest { pid })).await;
         assert!(r.is_err());
     }
     until("cancelled calls to finish on the server", || server.in_flight() == 0).await;
+    gate.add_permits(1);
     assert_eq!(client.state(StateRequest {}).await.unwrap().processes.len(), 1);
+}
+
+/// A shim whose `State` waits until the test opens the gate: slow calls on
+/// demand.
+struct Gated {
+    inner: Arc<dyn Shim>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait::async_trait]
+impl Shim for Gated {
+    async fn create(&self, r: CreateRequest) -> shim_core::Result<CreateResponse> {
+        self.inner.create(r).await
+    }
+    async fn start(&self, r: StartRequest) -> shim_core::Result<()> {
+        self.inner.start(r).await
+    }
+    async fn delete(&self, r: DeleteRequest) -> shim_core::Result<DeleteResponse> {
+        self.inner.delete(r).await
+    }
+    async fn exec(&self, r: ExecRequest) -> shim_core::Result<ExecResponse> {
+        self.inner.exec(r).await
+    }
+    async fn pty(&self, r: PtyRequest) -> shim_core::Result<()> {
+        self.inner.pty(r).await
+    }
+    async fn events(&self, r: EventsRequest) -> shim_core::Result<shim_core::EventStream> {
+        self.inner.events(r).await
+    }
+    async fn state(&self, r: StateRequest) -> shim_core::Result<StateResponse> {
+        let _pass = self.gate.acquire().await;
+        self.inner.state(r).await
+    }
+    async fn kill(&self, r: KillRequest) -> shim_core::Result<()> {
+        self.inner.kill(r).await
+    }
+    async fn wait(&self, r: WaitRequest) -> shim_core::Result<WaitResponse> {
+        self.inner.wait(r).await
+    }
+    async fn close_stdin(&self, r: CloseStdinRequest) -> shim_core::Result<()> {
+        self.inner.close_stdin(r).await
+    }
 }
 
 #[tokio::test]
 async fn a_flood_of_calls_is_held_back_not_queued_without_bound() {
     let dir = tempfile::tempdir().unwrap();
-    let (shim, pid) = running(dir.path()).await;
+    let (fake, _) = running(dir.path()).await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let shim = Arc::new(Gated { inner: fake, gate: Arc::clone(&gate) });
     let options = MemOptions { queue: 2, max_in_flight: 3, ..Default::default() };
-    let (server, client) = serve(shim.clone(), options);
+    let (server, client) = serve(shim, options);
     let mut calls = Vec::new();
     for _ in 0..50 {
         let client = client.clone();
-        calls.push(tokio::spawn(async move { client.wait(WaitRequest { pid }).await }));
+        calls.push(tokio::spawn(async move { client.state(StateRequest {}).await }));
     }
     until("the server to be saturated", || server.in_flight() == 3).await;
     // Nothing beyond the limits is accepted: a new call cannot even be queued.
-    let extra = tokio::time::timeout(Duration::from_millis(50), client.state(StateRequest {})).await;
+    let extra =
+        tokio::time::timeout(Duration::from_millis(50), client.kill(KillRequest { pid: 1, signal: 9, all: false }))
+            .await;
     assert!(extra.is_err(), "a call went through a saturated server");
     assert_eq!(server.in_flight(), 3);
-    // Once the process exits, every waiter gets its status.
-    shim.kill(KillRequest { pid, signal: 9, all: false }).await.unwrap();
+    // Opening the gate lets every held call through.
+    gate.add_permits(1000);
     for call in calls {
         let r = tokio::time::timeout(T, call).await.unwrap().unwrap();
-        assert_eq!(r.unwrap().exit_status, 137);
+        assert_eq!(r.unwrap().processes.len(), 1);
+    }
+    until("the server to drain", || server.in_flight() == 0).await;
+}
+
+#[tokio::test]
+async fn waiters_never_block_the_call_that_ends_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shim, pid) = running(dir.path()).await;
+    let options = MemOptions { queue: 2, max_in_flight: 3, ..Default::default() };
+    let (server, client) = serve(shim, options);
+    let mut waits = Vec::new();
+    for _ in 0..100 {
+        let client = client.clone();
+        waits.push(tokio::spawn(async move { client.wait(WaitRequest { pid }).await }));
+    }
+    tokio::time::timeout(T, client.kill(KillRequest { pid, signal: 9, all: false })).await.unwrap().unwrap();
+    for w in waits {
+        assert_eq!(tokio::time::timeout(T, w).await.unwrap().unwrap().unwrap().exit_status, 137);
     }
     until("the server to drain", || server.in_flight() == 0).await;
 }

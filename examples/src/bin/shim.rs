@@ -67,6 +67,15 @@ fn init_logs(args: &Args) {
 /// Forks; the parent waits for the child's readiness report on a pipe and
 /// exits with it. Returns the write end in the child.
 fn daemonize() -> Result<OwnedFd, String> {
+    // With fds 0-2 closed, the pipe would take them and the dup2 below
+    // would overwrite it: fill them first.
+    loop {
+        let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+        if null.as_raw_fd() > 2 {
+            break;
+        }
+        std::mem::forget(null);
+    }
     let (r, w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: no other thread exists yet (the runtime is not started), so the
     // child may run arbitrary code after fork.
