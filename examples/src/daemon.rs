@@ -40,14 +40,30 @@ pub struct DaemonConfig {
 struct DaemonShim {
     shim: RuncShim,
     done: Arc<watch::Sender<bool>>,
+    /// Calls that can make a process hold a read guard; the teardown takes
+    /// the write side, so it sees every process they made.
+    gate: Arc<tokio::sync::RwLock<bool>>,
+}
+
+impl DaemonShim {
+    /// Admits a call that may create a process, unless the shim is stopping.
+    async fn admit(&self) -> shim_core::Result<tokio::sync::RwLockReadGuard<'_, bool>> {
+        let closing = self.gate.read().await;
+        if *closing {
+            return Err(shim_core::ShimError::Unavailable("the shim is shutting down".into()));
+        }
+        Ok(closing)
+    }
 }
 
 #[async_trait]
 impl Shim for DaemonShim {
     async fn create(&self, r: CreateRequest) -> shim_core::Result<CreateResponse> {
+        let _admitted = self.admit().await?;
         self.shim.create(r).await
     }
     async fn start(&self, r: StartRequest) -> shim_core::Result<()> {
+        let _admitted = self.admit().await?;
         self.shim.start(r).await
     }
     async fn delete(&self, r: DeleteRequest) -> shim_core::Result<DeleteResponse> {
@@ -66,6 +82,7 @@ impl Shim for DaemonShim {
         task.await.unwrap_or_else(|e| Err(shim_core::ShimError::Internal(format!("delete task failed: {e}"))))
     }
     async fn exec(&self, r: ExecRequest) -> shim_core::Result<ExecResponse> {
+        let _admitted = self.admit().await?;
         self.shim.exec(r).await
     }
     async fn pty(&self, r: PtyRequest) -> shim_core::Result<()> {
@@ -103,7 +120,8 @@ pub async fn run(config: DaemonConfig, ready: impl FnOnce(&std::path::Path)) -> 
     runc.runtime_root = config.runtime_root.clone();
     let shim = RuncShim::new(runc, reaper)?;
     let (done_tx, mut done) = watch::channel(false);
-    let daemon = Arc::new(DaemonShim { shim: shim.clone(), done: Arc::new(done_tx) });
+    let gate = Arc::new(tokio::sync::RwLock::new(false));
+    let daemon = Arc::new(DaemonShim { shim: shim.clone(), done: Arc::new(done_tx), gate: Arc::clone(&gate) });
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let server = serve_unix(daemon, &config.socket, ServerOptions::default())?;
@@ -119,7 +137,12 @@ pub async fn run(config: DaemonConfig, ready: impl FnOnce(&std::path::Path)) -> 
         Some(why) => {
             // Bounded, and a second signal cuts it short.
             tokio::select! {
-                r = tokio::time::timeout(TEARDOWN_LIMIT, teardown(&shim, why)) => {
+                r = tokio::time::timeout(TEARDOWN_LIMIT, async {
+                    // No new Create, Start or Exec from now on, and those in
+                    // progress finish first, so the teardown sees what they made.
+                    *gate.write().await = true;
+                    teardown(&shim, why).await
+                }) => {
                     if r.is_err() {
                         tracing::error!("teardown did not finish within {TEARDOWN_LIMIT:?}; exiting anyway");
                     }
