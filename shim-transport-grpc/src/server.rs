@@ -126,13 +126,12 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
     Ok(listener)
 }
 
-/// Refuses a unix-socket peer whose uid is neither root nor ours.
-fn check_peer(req: Request<()>) -> Result<Request<()>, Status> {
+/// Refuses a unix-socket peer whose uid is neither root nor `me` (ours).
+fn check_peer(req: Request<()>, me: u32) -> Result<Request<()>, Status> {
     let Some(info) = req.extensions().get::<UdsConnectInfo>() else {
         // Not a unix socket (TCP): nothing to check.
         return Ok(req);
     };
-    let me = nix::unistd::Uid::effective().as_raw();
     match info.peer_cred.map(|c| c.uid()) {
         Some(uid) if uid == 0 || uid == me => Ok(req),
         Some(uid) => {
@@ -326,9 +325,9 @@ where
     let mut stop = rx;
     let task = tokio::spawn(async move {
         reporter.set_serving::<ShimServer<GrpcShimService>>().await;
-        let check: fn(Request<()>) -> Result<Request<()>, Status> = check_peer;
+        let me = nix::unistd::Uid::effective().as_raw();
         tonic::transport::Server::builder()
-            .layer(tonic::service::InterceptorLayer::new(check))
+            .layer(tonic::service::InterceptorLayer::new(move |req| check_peer(req, me)))
             .add_service(shim_server)
             .add_service(health)
             .add_service(reflection)
