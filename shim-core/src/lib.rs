@@ -12,6 +12,21 @@
 //! exits, and one [`Reaper`] per process owns `waitpid` for all of them and
 //! for the runc processes themselves.
 //!
+//! # Layers
+//!
+//! [`ContainerShim`] is the shim's logic: request validation, lifecycle
+//! states, stdio, events and their order. It drives a [`Runtime`], which
+//! only starts, signals and removes processes: [`RuncRuntime`] with the runc
+//! command line ([`RuncShim`]), or [`FakeRuntime`] with scripted programs
+//! that need neither root nor runc ([`FakeShim`], for unit tests of the
+//! programs that use a shim). Because both run behind the same logic, one
+//! conformance suite (feature `testing`, module `testing::conformance`) passes
+//! against both and against every transport.
+//!
+//! Operations that change state (Create, Start, Exec, Delete, Kill) run in a
+//! task of their own: a caller that stops waiting (a client that disconnects
+//! mid-call) loses the reply, never the work.
+//!
 //! # Event ordering
 //!
 //! Every subscriber of [`Shim::events`] gets every event, in this order:
