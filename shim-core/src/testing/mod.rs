@@ -227,7 +227,14 @@ impl BundleBuilder {
             "devices": [{ "allow": false, "access": "rwm" }]
         });
         if let (Some(limit), Some(obj)) = (self.memory_limit, resources.as_object_mut()) {
-            obj.insert("memory".into(), serde_json::json!({ "limit": limit }));
+            // Where swap is accounted (cgroup v1 memsw), forbid it too, so a
+            // host with swap still hits the limit instead of swapping.
+            let memory = if Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() {
+                serde_json::json!({ "limit": limit, "swap": limit })
+            } else {
+                serde_json::json!({ "limit": limit })
+            };
+            obj.insert("memory".into(), memory);
         }
         serde_json::json!({
             "ociVersion": "1.0.2",
