@@ -267,3 +267,16 @@ async fn shutdown_ends_pending_waits_promptly() {
     let r = tokio::time::timeout(T, waiting).await.unwrap().unwrap();
     assert_eq!(r.map_err(|e| e.code()).err(), Some(Code::Unavailable));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shim_can_be_served_over_tcp_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shim, init) = running(dir.path()).await;
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let (server, local) = shim_transport_grpc::serve_tcp(shim, addr, ServerOptions::default()).await.unwrap();
+    assert!(server.socket().is_none());
+    let client = GrpcShim::connect_tcp(&format!("http://{local}"), ClientOptions::default()).await.unwrap();
+    assert_eq!(client.state(StateRequest {}).await.unwrap().processes, vec![Process::new(init, State::Running)]);
+    assert_eq!(client.delete(DeleteRequest { pid: 12345 }).await.unwrap_err().code(), Code::NotFound);
+    server.shutdown().await.unwrap();
+}
