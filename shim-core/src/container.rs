@@ -337,9 +337,7 @@ impl<R: Runtime> ContainerShim<R> {
     async fn create_now(&self, req: CreateRequest) -> Result<CreateResponse> {
         spec::validate_id(&req.id)?;
         spec::validate_bundle(&req.bundle)?;
-        io::validate_path("stdin", &req.stdin)?;
-        io::validate_path("stdout", &req.stdout)?;
-        io::validate_path("stderr", &req.stderr)?;
+        io::validate_stdio(&req.stdin, &req.stdout, &req.stderr)?;
         if req.runtime.contains('\0') {
             return Err(ShimError::invalid("runtime", "contains a NUL byte"));
         }
@@ -431,9 +429,7 @@ impl<R: Runtime> ContainerShim<R> {
     }
 
     async fn exec_now(&self, req: ExecRequest) -> Result<ExecResponse> {
-        io::validate_path("stdin", &req.stdin)?;
-        io::validate_path("stdout", &req.stdout)?;
-        io::validate_path("stderr", &req.stderr)?;
+        io::validate_stdio(&req.stdin, &req.stdout, &req.stderr)?;
         let (id, defaults) = {
             let state = lock(&self.inner.state);
             let c = state

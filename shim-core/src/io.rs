@@ -478,6 +478,13 @@ pub fn resize(master: &OwnedFd, cols: u16, rows: u16) -> io::Result<()> {
     }
 }
 
+/// Checks the three stdio paths of a Create or Exec request.
+pub fn validate_stdio(stdin: &str, stdout: &str, stderr: &str) -> Result<()> {
+    validate_path("stdin", stdin)?;
+    validate_path("stdout", stdout)?;
+    validate_path("stderr", stderr)
+}
+
 /// Checks a stdio path before anything is created: empty or absolute.
 pub fn validate_path(field: &'static str, path: &str) -> Result<()> {
     if path.is_empty() || Path::new(path).is_absolute() {
