@@ -24,6 +24,7 @@ const LIFECYCLE_ROUNDS: usize = 100;
 const EXEC_ROUNDS: usize = 150;
 const LEAK_EXECS: usize = 1000;
 const SCALE_SHIMS: usize = 100;
+const DAEMON_CALLS: usize = 5000;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -196,6 +197,32 @@ fn criterion_median(path: &str) -> Option<(f64, f64, f64)> {
     Some((num("point_estimate")?, num("lower_bound")?, num("upper_bound")?))
 }
 
+/// `State` round trips to the daemon at `socket` from a client on a thread
+/// and current-thread runtime of its own (as a manager would call it), one
+/// call at a time; per-call times in µs.
+fn daemon_round_trips(socket: &Path, calls: usize) -> Stats {
+    let socket = socket.to_path_buf();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let client = connect(&socket).await;
+            for _ in 0..calls / 10 {
+                client.state(StateRequest {}).await.unwrap();
+            }
+            let mut samples = Vec::with_capacity(calls);
+            for _ in 0..calls {
+                let t = Instant::now();
+                client.state(StateRequest {}).await.unwrap();
+                samples.push(t.elapsed());
+            }
+            let s = stats(&mut samples);
+            Stats { median: s.median * 1000.0, p10: s.p10 * 1000.0, p90: s.p90 * 1000.0 }
+        })
+    })
+    .join()
+    .unwrap()
+}
+
 async fn connect(socket: &Path) -> GrpcShim {
     GrpcShim::connect(socket, ClientOptions::default()).await.unwrap()
 }
@@ -352,6 +379,7 @@ async fn main() {
     client.start(StartRequest {}).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = memory(daemon.pid);
+    let rtt = daemon_round_trips(&socket, DAEMON_CALLS);
     let mut after = Vec::new();
     for _ in 0..2 {
         for _ in 0..LEAK_EXECS {
@@ -372,6 +400,12 @@ async fn main() {
         writeln!(doc, "| after {} exec + wait + delete | {} KiB | {} KiB | {} |", (i + 1) * LEAK_EXECS, m.0, m.1, m.2)
             .unwrap();
     }
+    writeln!(
+        doc,
+        "\nThe same daemon answers a `State` call over its socket in {:.1} µs (median of {DAEMON_CALLS}, p10–p90 {:.1}–{:.1} µs; client on a current-thread runtime in the bench process).",
+        rtt.median, rtt.p10, rtt.p90
+    )
+    .unwrap();
 
     // 6: scale.
     eprintln!("scale: {SCALE_SHIMS} shims");

@@ -22,8 +22,11 @@ use crate::status::from_status;
 pub struct ClientOptions {
     /// How long connecting may take.
     pub connect_timeout: Duration,
-    /// How long a call may take; not applied to `Wait` and `Events`, which
-    /// last as long as the process or the subscription.
+    /// How long a call may take before it fails with `Unavailable`; not
+    /// applied to `Wait`, `Delete` and `Events`, which last as long as the
+    /// process or the subscription. Enforced by the client alone: a call
+    /// that times out has still been sent, and a state-changing one (Create,
+    /// Start, Exec, Kill) may still take effect in the shim.
     pub call_timeout: Duration,
     /// Largest response accepted, in bytes.
     pub max_message: usize,
@@ -90,7 +93,7 @@ impl GrpcShim {
 
     /// Wraps a message, refusing one over the size limit up front (the
     /// codec would fail it with an opaque HTTP/2 error instead).
-    fn request<T: prost::Message>(&self, msg: T, timed: bool) -> Result<Request<T>> {
+    fn request<T: prost::Message>(&self, msg: T) -> Result<Request<T>> {
         let len = msg.encoded_len();
         if len > self.options.max_message {
             return Err(ShimError::invalid(
@@ -98,11 +101,25 @@ impl GrpcShim {
                 format!("encoded request of {len} bytes is over the {}-byte message limit", self.options.max_message),
             ));
         }
-        let mut req = Request::new(msg);
-        if timed {
-            req.set_timeout(self.options.call_timeout);
+        Ok(Request::new(msg))
+    }
+
+    /// Bounds a call by `call_timeout` on this side only. (Sending it as a
+    /// `grpc-timeout` header as well would make the server arm a timer of
+    /// its own for every call; its state-changing work runs to completion
+    /// whatever the client does, so it has no use for the deadline.)
+    async fn timed<T>(
+        &self,
+        method: &str,
+        call: impl std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.options.call_timeout, call).await {
+            Ok(r) => r.map(|r| r.into_inner()).map_err(from_status),
+            Err(_) => Err(ShimError::Unavailable(format!(
+                "{method}: no answer from the shim within {:?}",
+                self.options.call_timeout
+            ))),
         }
-        Ok(req)
     }
 }
 
@@ -124,33 +141,33 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 #[async_trait]
 impl Shim for GrpcShim {
     async fn create(&self, req: CreateRequest) -> Result<CreateResponse> {
-        let r = self.request(req, true)?;
-        self.client.clone().create(r).await.map(|r| r.into_inner()).map_err(from_status)
+        let r = self.request(req)?;
+        self.timed("create", self.client.clone().create(r)).await
     }
 
     async fn start(&self, req: StartRequest) -> Result<()> {
-        let r = self.request(req, true)?;
-        self.client.clone().start(r).await.map(|r| r.into_inner()).map_err(from_status)
+        let r = self.request(req)?;
+        self.timed("start", self.client.clone().start(r)).await
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
         // Delete waits for the process to be reaped: no call timeout.
-        let r = self.request(req, false)?;
+        let r = self.request(req)?;
         self.client.clone().delete(r).await.map(|r| r.into_inner()).map_err(from_status)
     }
 
     async fn exec(&self, req: ExecRequest) -> Result<ExecResponse> {
-        let r = self.request(req, true)?;
-        self.client.clone().exec(r).await.map(|r| r.into_inner()).map_err(from_status)
+        let r = self.request(req)?;
+        self.timed("exec", self.client.clone().exec(r)).await
     }
 
     async fn pty(&self, req: PtyRequest) -> Result<()> {
-        let r = self.request(req, true)?;
-        self.client.clone().pty(r).await.map(|r| r.into_inner()).map_err(from_status)
+        let r = self.request(req)?;
+        self.timed("pty", self.client.clone().pty(r)).await
     }
 
     async fn events(&self, req: EventsRequest) -> Result<EventStream> {
-        let r = self.request(req, false)?;
+        let r = self.request(req)?;
         let stream = self.client.clone().events(r).await.map_err(from_status)?.into_inner();
         // A stream the server ends without an error item ended because the
         // connection or the server went away: say so.
@@ -166,22 +183,22 @@ impl Shim for GrpcShim {
     }
 
     async fn state(&self, req: StateRequest) -> Result<StateResponse> {
-        let r = self.request(req, true)?;
-        self.client.clone().state(r).await.map(|r| r.into_inner()).map_err(from_status)
+        let r = self.request(req)?;
+        self.timed("state", self.client.clone().state(r)).await
     }
 
     async fn kill(&self, req: KillRequest) -> Result<()> {
-        let r = self.request(req, true)?;
-        self.client.clone().kill(r).await.map(|r| r.into_inner()).map_err(from_status)
+        let r = self.request(req)?;
+        self.timed("kill", self.client.clone().kill(r)).await
     }
 
     async fn wait(&self, req: WaitRequest) -> Result<WaitResponse> {
-        let r = self.request(req, false)?;
+        let r = self.request(req)?;
         self.client.clone().wait(r).await.map(|r| r.into_inner()).map_err(from_status)
     }
 
     async fn close_stdin(&self, req: CloseStdinRequest) -> Result<()> {
-        let r = self.request(req, true)?;
-        self.client.clone().close_stdin(r).await.map(|r| r.into_inner()).map_err(from_status)
+        let r = self.request(req)?;
+        self.timed("close_stdin", self.client.clone().close_stdin(r)).await
     }
 }

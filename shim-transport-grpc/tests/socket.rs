@@ -280,3 +280,25 @@ async fn the_shim_can_be_served_over_tcp_on_loopback() {
     assert_eq!(client.delete(DeleteRequest { pid: 12345 }).await.unwrap_err().code(), Code::NotFound);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_call_the_server_never_answers_ends_at_the_call_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("silent.sock");
+    // A peer that accepts and reads but never answers: a hung shim.
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        if let Ok((mut conn, _)) = listener.accept() {
+            let mut sink = [0u8; 4096];
+            while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
+        }
+    });
+    let options = ClientOptions { call_timeout: Duration::from_millis(300), ..Default::default() };
+    let client = tokio::time::timeout(T, GrpcShim::connect(&socket, options)).await.unwrap().unwrap();
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(T, client.state(StateRequest {})).await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.to_string().contains("state: no answer from the shim within 300ms"), "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
