@@ -15,6 +15,7 @@ use shim_proto::v1::{
 use tonic::transport::{Channel, Endpoint};
 use tonic::Request;
 
+use crate::coalesce::Coalesce;
 use crate::status::from_status;
 
 /// Settings of the client.
@@ -64,7 +65,7 @@ impl GrpcShim {
         let endpoint = Endpoint::from_static("http://localhost").connect_timeout(options.connect_timeout);
         let connector = tower::service_fn(move |_: tonic::transport::Uri| {
             let path = path.clone();
-            async move { tokio::net::UnixStream::connect(path).await.map(TokioIo::new) }
+            async move { tokio::net::UnixStream::connect(path).await.map(|s| TokioIo::new(Coalesce::new(s))) }
         });
         let channel = tokio::time::timeout(options.connect_timeout, endpoint.connect_with_connector(connector))
             .await

@@ -56,6 +56,7 @@
 //! ```
 
 mod client;
+mod coalesce;
 mod server;
 mod status;
 
