@@ -20,11 +20,32 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
+/// Runs the calling thread on CPU 0 only, or (`false`) on the CPUs the
+/// process started with.
+fn pin_to_cpu0(pin: bool) {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+    static STARTED_WITH: std::sync::OnceLock<CpuSet> = std::sync::OnceLock::new();
+    let all = *STARTED_WITH.get_or_init(|| sched_getaffinity(Pid::from_raw(0)).unwrap());
+    let set = if pin {
+        let mut one = CpuSet::new();
+        one.set(0).unwrap();
+        one
+    } else {
+        all
+    };
+    sched_setaffinity(Pid::from_raw(0), &set).unwrap();
+}
+
 /// A gRPC server in a thread and runtime of its own, like the daemon; returns
 /// a client connected from `rt`, and the pid of the fake's terminal process.
-fn grpc_server_thread(rt: &tokio::runtime::Runtime, dir: std::path::PathBuf) -> (GrpcShim, u32) {
+/// `one_cpu` pins the server's thread to CPU 0.
+fn grpc_server_thread(rt: &tokio::runtime::Runtime, dir: std::path::PathBuf, one_cpu: bool) -> (GrpcShim, u32) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        if one_cpu {
+            pin_to_cpu0(true);
+        }
         let server_rt = runtime();
         server_rt.block_on(async move {
             let (fake, pid) = fake_with_container(&dir, 1024).await;
@@ -47,7 +68,9 @@ fn rpc(c: &mut Criterion) {
     let (_mem_server, mem) = rt.block_on(async { over_mem(fake.clone(), false) });
     let (_enc_server, mem_encoded) = rt.block_on(async { over_mem(fake.clone(), true) });
     let grpc_dir = tempfile::tempdir().unwrap();
-    let (grpc, grpc_pid) = grpc_server_thread(&rt, grpc_dir.path().to_path_buf());
+    let (grpc, grpc_pid) = grpc_server_thread(&rt, grpc_dir.path().to_path_buf(), false);
+    let pinned_dir = tempfile::tempdir().unwrap();
+    let (grpc_pinned, pinned_pid) = grpc_server_thread(&rt, pinned_dir.path().to_path_buf(), true);
     // The same, with client and server on one thread: the transport's own
     // cost, without the wake-up of another thread.
     let (_same_server, grpc_same) = rt.block_on(over_grpc(fake.clone(), dir.path()));
@@ -57,10 +80,14 @@ fn rpc(c: &mut Criterion) {
         ("mem-encoded", Arc::new(mem_encoded), pid),
         ("grpc-unix", Arc::new(grpc), grpc_pid),
         ("grpc-unix-same-thread", Arc::new(grpc_same), pid),
+        ("grpc-unix-one-cpu", Arc::new(grpc_pinned), pinned_pid),
     ];
     let mut group = c.benchmark_group("rpc");
     for (name, shim, pid) in &shims {
         let pid = *pid;
+        // The one-cpu variant: client and server threads share CPU 0, so
+        // the wake-ups between them do not cross CPUs.
+        pin_to_cpu0(name.ends_with("one-cpu"));
         group.bench_with_input(BenchmarkId::new("state", name), shim, |b, shim| {
             b.to_async(&rt).iter(|| async { shim.state(StateRequest {}).await.unwrap() })
         });
@@ -68,6 +95,7 @@ fn rpc(c: &mut Criterion) {
             b.to_async(&rt).iter(|| async { shim.pty(PtyRequest { pid, width: 80, height: 24 }).await.unwrap() })
         });
     }
+    pin_to_cpu0(false);
     group.finish();
 }
 
@@ -128,11 +156,20 @@ fn events(c: &mut Criterion) {
 }
 
 /// The floor under any cross-thread transport on this machine: one byte
-/// each way over a unix socket pair, echoed by a thread that blocks in read.
+/// each way over a unix socket pair, echoed by a thread that blocks in read;
+/// once with the threads free to run on any CPU, once with both on CPU 0.
 fn pingpong(c: &mut Criterion) {
+    pingpong_on(c, "rpc/unix-pingpong", false);
+    pingpong_on(c, "rpc/unix-pingpong-one-cpu", true);
+}
+
+fn pingpong_on(c: &mut Criterion, name: &str, one_cpu: bool) {
     use std::io::{Read, Write};
     let (mut near, mut far) = std::os::unix::net::UnixStream::pair().unwrap();
     std::thread::spawn(move || {
+        if one_cpu {
+            pin_to_cpu0(true);
+        }
         let mut b = [0u8; 1];
         while far.read_exact(&mut b).is_ok() {
             if far.write_all(&b).is_err() {
@@ -140,13 +177,15 @@ fn pingpong(c: &mut Criterion) {
             }
         }
     });
-    c.bench_function("rpc/unix-pingpong", |b| {
+    pin_to_cpu0(one_cpu);
+    c.bench_function(name, |b| {
         b.iter(|| {
             let mut x = [7u8; 1];
             near.write_all(&x).unwrap();
             near.read_exact(&mut x).unwrap();
         })
     });
+    pin_to_cpu0(false);
 }
 
 criterion_group!(benches, rpc, events, pingpong);

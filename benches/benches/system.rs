@@ -254,7 +254,7 @@ async fn main() {
     writeln!(doc, "## 1. RPC cost per transport (fake shim)\n").unwrap();
     writeln!(doc, "| call | transport | median | 95% CI of the median | goal |\n|---|---|---|---|---|").unwrap();
     for call in ["state", "pty"] {
-        for transport in ["direct", "mem", "mem-encoded", "grpc-unix", "grpc-unix-same-thread"] {
+        for transport in ["direct", "mem", "mem-encoded", "grpc-unix", "grpc-unix-same-thread", "grpc-unix-one-cpu"] {
             let goal = match transport {
                 "mem" | "mem-encoded" => "< 2 µs",
                 "grpc-unix" => "< 50 µs",
@@ -273,15 +273,13 @@ async fn main() {
             .unwrap();
         }
     }
-    if let Some((m, lo, hi)) = criterion_median("rpc_unix-pingpong") {
-        writeln!(
-            doc,
-            "| (floor) | one byte each way over a unix socket pair, echoed by another thread | {:.2} µs | {:.2}–{:.2} µs | |",
-            m / 1e3,
-            lo / 1e3,
-            hi / 1e3
-        )
-        .unwrap();
+    for (path, what) in [
+        ("rpc_unix-pingpong", "one byte each way over a unix socket pair, echoed by another thread"),
+        ("rpc_unix-pingpong-one-cpu", "the same, both threads on CPU 0"),
+    ] {
+        if let Some((m, lo, hi)) = criterion_median(path) {
+            writeln!(doc, "| (floor) | {what} | {:.2} µs | {:.2}–{:.2} µs | |", m / 1e3, lo / 1e3, hi / 1e3).unwrap();
+        }
     }
     writeln!(doc, "\n## 2. Event throughput (fake shim, bursts of 20,000 events)\n").unwrap();
     writeln!(doc, "| transport | subscribers | median time per burst | events/s to each subscriber | goal |\n|---|---|---|---|---|").unwrap();
