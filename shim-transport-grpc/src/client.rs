@@ -31,6 +31,11 @@ pub struct ClientOptions {
     pub call_timeout: Duration,
     /// Largest response accepted, in bytes.
     pub max_message: usize,
+    /// On TCP only: how often an HTTP/2 PING checks that the shim is still
+    /// there (also while no call is open), and how long it has to answer
+    /// before the connection is given up and open calls and event streams
+    /// fail with `Unavailable`. `None` turns it off. Unix sockets need none.
+    pub tcp_keepalive: Option<Duration>,
 }
 
 impl Default for ClientOptions {
@@ -39,6 +44,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(60),
             max_message: crate::server::DEFAULT_MAX_MESSAGE,
+            tcp_keepalive: Some(crate::server::DEFAULT_TCP_KEEPALIVE),
         }
     }
 }
@@ -79,6 +85,12 @@ impl GrpcShim {
         let endpoint = Endpoint::from_shared(uri.to_string())
             .map_err(|e| ShimError::invalid("uri", format!("{uri:?}: {e}")))?
             .connect_timeout(options.connect_timeout);
+        let endpoint = match options.tcp_keepalive {
+            Some(every) => {
+                endpoint.http2_keep_alive_interval(every).keep_alive_timeout(every).keep_alive_while_idle(true)
+            }
+            None => endpoint,
+        };
         let channel =
             endpoint.connect().await.map_err(|e| unavailable(&format!("cannot connect to {uri}"), source_chain(&e)))?;
         Ok(Self::from_channel(channel, options))

@@ -22,6 +22,16 @@
 //!   gets `PERMISSION_DENIED` on every call.
 //! - Messages are bounded ([`ServerOptions::max_message`], 4 MiB by default).
 //!
+//! # TCP
+//!
+//! [`serve_tcp`] and [`GrpcShim::connect_tcp`] serve and reach a shim over
+//! TCP, with no peer check: for a trusted network or behind an
+//! authenticating proxy. Both sides send HTTP/2 PINGs
+//! ([`ServerOptions::tcp_keepalive`], [`ClientOptions::tcp_keepalive`],
+//! 30 s by default) and give up a connection whose peer does not answer, so
+//! a dead link ends its calls and event streams instead of leaving them open
+//! forever.
+//!
 //! # Interoperability: the `:authority` header
 //!
 //! Over a unix socket the HTTP/2 `:authority` is meaningless. Our client and
@@ -63,5 +73,6 @@ mod status;
 pub use client::{ClientOptions, GrpcShim};
 pub use server::{
     bind_unix, serve_tcp, serve_unix, GrpcServer, GrpcShimService, ServeError, ServerOptions, DEFAULT_MAX_MESSAGE,
+    DEFAULT_TCP_KEEPALIVE,
 };
 pub use status::{from_status, grpc_code, to_status};

@@ -79,13 +79,29 @@ pub struct ServerOptions {
     /// before it closes every connection anyway (a silent client would
     /// otherwise hold it forever).
     pub shutdown_grace: std::time::Duration,
+    /// On TCP only: how often an HTTP/2 PING checks that the peer is still
+    /// there, and how long it has to answer before its connection is closed.
+    /// A peer behind a dead network link never closes its side, so without
+    /// this its connection, and any event stream or Wait on it, would stay
+    /// forever. Unix sockets need none: the kernel closes them with the
+    /// peer. `None` turns it off.
+    pub tcp_keepalive: Option<std::time::Duration>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self { max_message: DEFAULT_MAX_MESSAGE, event_buffer: 256, shutdown_grace: std::time::Duration::from_secs(5) }
+        Self {
+            max_message: DEFAULT_MAX_MESSAGE,
+            event_buffer: 256,
+            shutdown_grace: std::time::Duration::from_secs(5),
+            tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
+        }
     }
 }
+
+/// The default of [`ServerOptions::tcp_keepalive`] and
+/// [`ClientOptions::tcp_keepalive`](crate::ClientOptions::tcp_keepalive).
+pub const DEFAULT_TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Prepares `path` for a new socket: a private directory, no live server,
 /// no stale file. Returns the bound listener with mode 0600.
@@ -305,6 +321,7 @@ impl Drop for GrpcServer {
 fn spawn_server<I, IO, IE>(
     shim: Arc<dyn Shim>,
     options: &ServerOptions,
+    keepalive: Option<std::time::Duration>,
     incoming: I,
 ) -> Result<(watch::Sender<bool>, Task), ServeError>
 where
@@ -327,6 +344,8 @@ where
         reporter.set_serving::<ShimServer<GrpcShimService>>().await;
         let me = nix::unistd::Uid::effective().as_raw();
         tonic::transport::Server::builder()
+            .http2_keepalive_interval(keepalive)
+            .http2_keepalive_timeout(keepalive)
             .layer(tonic::service::InterceptorLayer::new(move |req| check_peer(req, me)))
             .add_service(shim_server)
             .add_service(health)
@@ -346,7 +365,7 @@ type Task = tokio::task::JoinHandle<Result<(), ServeError>>;
 /// checks made), with the health and reflection services.
 pub fn serve_unix(shim: Arc<dyn Shim>, path: &Path, options: ServerOptions) -> Result<GrpcServer, ServeError> {
     let listener = bind_unix(path)?;
-    let (shutdown, task) = spawn_server(shim, &options, UnixListenerStream::new(listener))?;
+    let (shutdown, task) = spawn_server(shim, &options, None, UnixListenerStream::new(listener))?;
     Ok(GrpcServer { grace: options.shutdown_grace, shutdown, task: Some(task), socket: Some(path.to_path_buf()) })
 }
 
@@ -361,6 +380,6 @@ pub async fn serve_tcp(
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(err("cannot bind"))?;
     let local = listener.local_addr().map_err(err("cannot read the address of"))?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let (shutdown, task) = spawn_server(shim, &options, incoming)?;
+    let (shutdown, task) = spawn_server(shim, &options, options.tcp_keepalive, incoming)?;
     Ok((GrpcServer { grace: options.shutdown_grace, shutdown, task: Some(task), socket: None }, local))
 }

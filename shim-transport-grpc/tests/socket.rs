@@ -302,3 +302,68 @@ async fn a_call_the_server_never_answers_ends_at_the_call_timeout() {
     assert!(err.to_string().contains("state: no answer from the shim within 300ms"), "{err}");
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
+
+#[tokio::test]
+async fn a_tcp_peer_that_stops_answering_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (shim, _) = running(dir.path()).await;
+    let every = Duration::from_millis(200);
+    let options = ServerOptions { tcp_keepalive: Some(every), ..Default::default() };
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let (server, local) = shim_transport_grpc::serve_tcp(shim, addr, options).await.unwrap();
+    // An HTTP/2 client that opens the connection and then goes silent, as
+    // one behind a dead link would: it never answers the server's PINGs.
+    let mut peer = tokio::net::TcpStream::connect(local).await.unwrap();
+    peer.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    peer.write_all(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]).await.unwrap(); // empty SETTINGS
+    let started = std::time::Instant::now();
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(T, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match peer.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server kept a silent TCP peer for {T:?}");
+    assert!(started.elapsed() >= every, "closed before any PING could go unanswered");
+    // Among what the server sent: a PING (frame type 6).
+    let mut at = 0;
+    let mut pinged = false;
+    while at + 9 <= seen.len() {
+        let len = (usize::from(seen[at]) << 16) | (usize::from(seen[at + 1]) << 8) | usize::from(seen[at + 2]);
+        pinged |= seen[at + 3] == 0x6;
+        at += 9 + len;
+    }
+    assert!(pinged, "no PING among {} bytes", seen.len());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tcp_shim_that_stops_answering_fails_the_open_calls() {
+    // A peer that accepts and reads but never answers, not even PINGs: a
+    // shim behind a dead link.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let local = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        if let Ok((mut conn, _)) = listener.accept() {
+            let mut sink = [0u8; 4096];
+            while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
+        }
+    });
+    let every = Duration::from_millis(200);
+    let options = ClientOptions { tcp_keepalive: Some(every), ..Default::default() };
+    let client = tokio::time::timeout(T, GrpcShim::connect_tcp(&format!("http://{local}"), options)).await;
+    let client = client.unwrap().unwrap();
+    // Wait has no call timeout: only the keepalive can end it.
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(T, client.wait(WaitRequest { pid: 1 })).await;
+    let err = err.expect("the keepalive did not end the call").unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(started.elapsed() >= every);
+}
