@@ -7,7 +7,9 @@
 //! which on a VM is the dearest part of a call. [`Coalesce`] holds written
 //! bytes and lets a flush wait for one turn of the scheduler, so the tasks
 //! that are ready to write (the body pipe) add their frames first; the whole
-//! request then leaves in one `write`.
+//! request then leaves in one `write`. That turn costs a request nothing:
+//! the server cannot answer before the DATA frame, and that frame needs the
+//! body task and then the connection task to run again in any case.
 
 use std::io;
 use std::pin::Pin;
