@@ -46,25 +46,35 @@ struct DaemonShim {
 }
 
 impl DaemonShim {
-    /// Admits a call that may create a process, unless the shim is stopping.
-    async fn admit(&self) -> shim_core::Result<tokio::sync::RwLockReadGuard<'_, bool>> {
-        let closing = self.gate.read().await;
-        if *closing {
+    /// Runs `work`, a call that may create a process, unless the shim is
+    /// stopping. It runs in a task of its own that holds the admission: the
+    /// shim finishes such work even when the caller goes away, so the
+    /// admission must last as long as the work, not as long as the call.
+    async fn admitted<T, Fut>(&self, work: impl FnOnce(DaemonShim) -> Fut) -> shim_core::Result<T>
+    where
+        T: Send + 'static,
+        Fut: std::future::Future<Output = shim_core::Result<T>> + Send + 'static,
+    {
+        let admission = Arc::clone(&self.gate).read_owned().await;
+        if *admission {
             return Err(shim_core::ShimError::Unavailable("the shim is shutting down".into()));
         }
-        Ok(closing)
+        let work = work(self.clone());
+        let task = tokio::spawn(async move {
+            let _admission = admission;
+            work.await
+        });
+        task.await.unwrap_or_else(|e| Err(shim_core::ShimError::Internal(format!("call task failed: {e}"))))
     }
 }
 
 #[async_trait]
 impl Shim for DaemonShim {
     async fn create(&self, r: CreateRequest) -> shim_core::Result<CreateResponse> {
-        let _admitted = self.admit().await?;
-        self.shim.create(r).await
+        self.admitted(|this| async move { this.shim.create(r).await }).await
     }
     async fn start(&self, r: StartRequest) -> shim_core::Result<()> {
-        let _admitted = self.admit().await?;
-        self.shim.start(r).await
+        self.admitted(|this| async move { this.shim.start(r).await }).await
     }
     async fn delete(&self, r: DeleteRequest) -> shim_core::Result<DeleteResponse> {
         // One task for the delete and the notice, so a client that goes away
@@ -82,8 +92,7 @@ impl Shim for DaemonShim {
         task.await.unwrap_or_else(|e| Err(shim_core::ShimError::Internal(format!("delete task failed: {e}"))))
     }
     async fn exec(&self, r: ExecRequest) -> shim_core::Result<ExecResponse> {
-        let _admitted = self.admit().await?;
-        self.shim.exec(r).await
+        self.admitted(|this| async move { this.shim.exec(r).await }).await
     }
     async fn pty(&self, r: PtyRequest) -> shim_core::Result<()> {
         self.shim.pty(r).await

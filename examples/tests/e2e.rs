@@ -390,3 +390,44 @@ fn a_client_killed_mid_create_and_mid_exec_leaves_a_consistent_container() {
     assert_eq!(wait_child(&mut shim).code(), Some(0));
     assert!(!socket.exists());
 }
+
+#[test]
+fn sigterm_after_a_client_vanished_mid_create_still_removes_the_container() {
+    if !require_runc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run").join("shim.sock");
+    // A runtime whose create is slow to return after runc made the container.
+    let marks = dir.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let wrapper = dir.path().join("slow-runc");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nrunc \"$@\"; rc=$?\nfor a in \"$@\"; do case $a in create) touch {}/$a; sleep 0.5;; esac; done\nexit $rc\n",
+            marks.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut shim = start_shim_with(&socket, &["--runtime-binary".as_ref(), wrapper.as_os_str()]);
+    let b = bundle(dir.path(), BundleBuilder::new().args(["sleep", "100000"]));
+    let id = format!("e2e-term-midcreate-{}", std::process::id());
+    let mut create = Command::new(SHIMCTL)
+        .arg("--socket")
+        .arg(&socket)
+        .args(["create", "--id", &id, "--bundle"])
+        .arg(&b)
+        .spawn()
+        .unwrap();
+    until("runc create to finish", || marks.join("create").exists());
+    create.kill().unwrap();
+    create.wait().unwrap();
+    // The create is still running in the shim when it is told to stop: the
+    // teardown must wait for it and remove what it made.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(wait_child(&mut shim).code(), Some(0));
+    let list = Command::new("runc").args(["list", "-q"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&list.stdout).lines().any(|l| l == id), "runc still lists {id}");
+}
