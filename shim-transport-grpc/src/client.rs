@@ -31,10 +31,13 @@ pub struct ClientOptions {
     pub call_timeout: Duration,
     /// Largest response accepted, in bytes.
     pub max_message: usize,
-    /// On TCP only: how often an HTTP/2 PING checks that the shim is still
-    /// there (also while no call is open), and how long it has to answer
-    /// before the connection is given up and open calls and event streams
-    /// fail with `Unavailable`. `None` turns it off. Unix sockets need none.
+    /// On TCP only: how often, while a call or event stream is open, an
+    /// HTTP/2 PING checks that the shim is still there; one unanswered for
+    /// as long (at most 20 s) gives the connection up and fails the open
+    /// calls with `Unavailable`. Default 5 minutes, the shortest interval
+    /// grpc-go and grpc-java servers accept by default (they close a
+    /// connection that pings more often). `None` turns it off. Unix sockets
+    /// need none.
     pub tcp_keepalive: Option<Duration>,
 }
 
@@ -44,7 +47,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(60),
             max_message: crate::server::DEFAULT_MAX_MESSAGE,
-            tcp_keepalive: Some(crate::server::DEFAULT_TCP_KEEPALIVE),
+            tcp_keepalive: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -86,9 +89,10 @@ impl GrpcShim {
             .map_err(|e| ShimError::invalid("uri", format!("{uri:?}: {e}")))?
             .connect_timeout(options.connect_timeout);
         let endpoint = match options.tcp_keepalive {
-            Some(every) => {
-                endpoint.http2_keep_alive_interval(every).keep_alive_timeout(every).keep_alive_while_idle(true)
-            }
+            Some(every) => endpoint
+                .http2_keep_alive_interval(every)
+                .keep_alive_timeout(every.min(crate::server::MAX_PING_WAIT))
+                .keep_alive_while_idle(false),
             None => endpoint,
         };
         let channel =

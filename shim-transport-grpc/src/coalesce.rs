@@ -10,6 +10,11 @@
 //! request then leaves in one `write`. That turn costs a request nothing:
 //! the server cannot answer before the DATA frame, and that frame needs the
 //! body task and then the connection task to run again in any case.
+//!
+//! Only on a current-thread runtime: on tokio's multi-threaded one a task
+//! that wakes itself is queued behind everything on its worker and another
+//! worker is woken to help, which costs the cross-thread wake-up this is
+//! meant to save. There the wrapper passes everything straight through.
 
 use std::io;
 use std::pin::Pin;
@@ -30,11 +35,21 @@ pub(crate) struct Coalesce<T> {
     sent: usize,
     /// The current flush already gave other tasks their turn.
     yielded: bool,
+    /// Hold writes at all (see the module doc).
+    hold: bool,
 }
 
 impl<T> Coalesce<T> {
+    /// Holds writes when running on a current-thread runtime; otherwise a
+    /// plain pass-through.
     pub(crate) fn new(inner: T) -> Self {
-        Self { inner, held: Vec::new(), sent: 0, yielded: false }
+        let current_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        Self::with_hold(inner, current_thread)
+    }
+
+    fn with_hold(inner: T, hold: bool) -> Self {
+        Self { inner, held: Vec::new(), sent: 0, yielded: false, hold }
     }
 }
 
@@ -63,6 +78,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Coalesce<T> {
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        if !self.hold {
+            return Pin::new(&mut self.get_mut().inner).poll_write(cx, data);
+        }
         self.poll_write_vectored(cx, &[io::IoSlice::new(data)])
     }
 
@@ -72,6 +90,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         data: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if !this.hold {
+            return Pin::new(&mut this.inner).poll_write_vectored(cx, data);
+        }
         if this.held.len() >= HOLD {
             ready!(this.poll_drain(cx))?;
         }
@@ -89,7 +110,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
     }
 
     fn is_write_vectored(&self) -> bool {
-        true
+        self.hold || self.inner.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -161,7 +182,7 @@ mod tests {
         let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
         let waker = std::task::Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&waker);
-        let mut io = Coalesce::new(Recorder { max: usize::MAX, ..Default::default() });
+        let mut io = Coalesce::with_hold(Recorder { max: usize::MAX, ..Default::default() }, true);
         let headers = Pin::new(&mut io).poll_write(&mut cx, b"headers");
         assert!(matches!(headers, Poll::Ready(Ok(7))));
         assert!(Pin::new(&mut io).poll_flush(&mut cx).is_pending(), "the first flush gives others a turn");
@@ -182,7 +203,7 @@ mod tests {
     #[tokio::test]
     async fn large_and_partial_writes_arrive_whole_and_in_order() {
         let data: Vec<u8> = (0..(3 * HOLD + 123)).map(|i| (i % 251) as u8).collect();
-        let mut io = Coalesce::new(Recorder { max: 1000, ..Default::default() });
+        let mut io = Coalesce::with_hold(Recorder { max: 1000, ..Default::default() }, true);
         io.write_all(&data).await.unwrap();
         io.flush().await.unwrap();
         assert_eq!(io.inner.writes.concat(), data);
@@ -191,10 +212,27 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_writes_what_is_held() {
-        let mut io = Coalesce::new(Recorder { max: usize::MAX, ..Default::default() });
+        let mut io = Coalesce::with_hold(Recorder { max: usize::MAX, ..Default::default() }, true);
         io.write_all(b"goaway").await.unwrap();
         io.shutdown().await.unwrap();
         assert_eq!(io.inner.writes.concat(), b"goaway");
         assert!(io.inner.shut);
+    }
+
+    #[test]
+    fn it_holds_on_a_current_thread_runtime_only() {
+        let current = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert!(current.block_on(async { Coalesce::new(Recorder::default()).hold }));
+        let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+        assert!(!multi.block_on(async { Coalesce::new(Recorder::default()).hold }));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn without_holding_writes_go_straight_through() {
+        let mut io = Coalesce::new(Recorder { max: usize::MAX, ..Default::default() });
+        io.write_all(b"headers").await.unwrap();
+        assert_eq!(io.inner.writes, vec![b"headers".to_vec()]);
+        io.flush().await.unwrap();
+        assert_eq!(io.inner.flushes, 1);
     }
 }

@@ -26,11 +26,12 @@
 //!
 //! [`serve_tcp`] and [`GrpcShim::connect_tcp`] serve and reach a shim over
 //! TCP, with no peer check: for a trusted network or behind an
-//! authenticating proxy. Both sides send HTTP/2 PINGs
-//! ([`ServerOptions::tcp_keepalive`], [`ClientOptions::tcp_keepalive`],
-//! 30 s by default) and give up a connection whose peer does not answer, so
-//! a dead link ends its calls and event streams instead of leaving them open
-//! forever.
+//! authenticating proxy. Both sides send HTTP/2 PINGs and give up a
+//! connection whose peer does not answer, so a dead link ends its calls and
+//! event streams instead of leaving them open forever: the server every 30 s
+//! ([`ServerOptions::tcp_keepalive`]), the client every 5 minutes while a
+//! call is open ([`ClientOptions::tcp_keepalive`]; more often would make
+//! grpc-go and grpc-java servers close the connection for too many pings).
 //!
 //! # Interoperability: the `:authority` header
 //!

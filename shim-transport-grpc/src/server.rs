@@ -80,7 +80,8 @@ pub struct ServerOptions {
     /// otherwise hold it forever).
     pub shutdown_grace: std::time::Duration,
     /// On TCP only: how often an HTTP/2 PING checks that the peer is still
-    /// there, and how long it has to answer before its connection is closed.
+    /// there; a peer that does not answer within as long (at most 20 s) has
+    /// its connection closed.
     /// A peer behind a dead network link never closes its side, so without
     /// this its connection, and any event stream or Wait on it, would stay
     /// forever. Unix sockets need none: the kernel closes them with the
@@ -99,9 +100,11 @@ impl Default for ServerOptions {
     }
 }
 
-/// The default of [`ServerOptions::tcp_keepalive`] and
-/// [`ClientOptions::tcp_keepalive`](crate::ClientOptions::tcp_keepalive).
+/// The default of [`ServerOptions::tcp_keepalive`].
 pub const DEFAULT_TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Longest wait for the answer to a keepalive PING.
+pub(crate) const MAX_PING_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Prepares `path` for a new socket: a private directory, no live server,
 /// no stale file. Returns the bound listener with mode 0600.
@@ -345,7 +348,7 @@ where
         let me = nix::unistd::Uid::effective().as_raw();
         tonic::transport::Server::builder()
             .http2_keepalive_interval(keepalive)
-            .http2_keepalive_timeout(keepalive)
+            .http2_keepalive_timeout(keepalive.map(|every| every.min(MAX_PING_WAIT)))
             .layer(tonic::service::InterceptorLayer::new(move |req| check_peer(req, me)))
             .add_service(shim_server)
             .add_service(health)
