@@ -8,17 +8,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures::StreamExt;
-use shim_benches::{fake_with_container, over_grpc, over_mem};
+use shim_benches::{fake_server_thread, fake_with_container, over_grpc, over_mem, runtime};
 use shim_core::proto::v1::{Event, EventType, EventsRequest, PtyRequest, StateRequest};
 use shim_core::Shim;
-use shim_transport_grpc::{serve_unix, ClientOptions, GrpcShim, ServerOptions};
-
-/// The client's runtime: one thread, as an embedding manager or our daemon
-/// runs it. (On a multi-threaded runtime every call also pays for waking a
-/// parked worker thread, which costs tens of µs on this VM; see the notes.)
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
+use shim_transport_grpc::{ClientOptions, GrpcShim};
 
 /// Runs the calling thread on CPU 0 only, or (`false`) on the CPUs the
 /// process started with.
@@ -37,25 +30,15 @@ fn pin_to_cpu0(pin: bool) {
     sched_setaffinity(Pid::from_raw(0), &set).unwrap();
 }
 
-/// A gRPC server in a thread and runtime of its own, like the daemon; returns
-/// a client connected from `rt`, and the pid of the fake's terminal process.
-/// `one_cpu` pins the server's thread to CPU 0.
+/// A client from `rt` of a fake shim served from a thread of its own (see
+/// [`fake_server_thread`]), and the fake's init pid. `one_cpu` pins the
+/// server's thread to CPU 0.
 fn grpc_server_thread(rt: &tokio::runtime::Runtime, dir: std::path::PathBuf, one_cpu: bool) -> (GrpcShim, u32) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let (socket, pid) = fake_server_thread(dir, move || {
         if one_cpu {
             pin_to_cpu0(true);
         }
-        let server_rt = runtime();
-        server_rt.block_on(async move {
-            let (fake, pid) = fake_with_container(&dir, 1024).await;
-            let socket = dir.join("run").join("bench.sock");
-            let _server = serve_unix(fake, &socket, ServerOptions::default()).unwrap();
-            tx.send((socket, pid)).unwrap();
-            std::future::pending::<()>().await;
-        });
     });
-    let (socket, pid) = rx.recv().unwrap();
     let client = rt.block_on(GrpcShim::connect(&socket, ClientOptions::default())).unwrap();
     (client, pid)
 }

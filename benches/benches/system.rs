@@ -203,8 +203,7 @@ fn criterion_median(path: &str) -> Option<(f64, f64, f64)> {
 fn daemon_round_trips(socket: &Path, calls: usize) -> Stats {
     let socket = socket.to_path_buf();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
+        shim_benches::runtime().block_on(async {
             let client = connect(&socket).await;
             for _ in 0..calls / 10 {
                 client.state(StateRequest {}).await.unwrap();

@@ -13,32 +13,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a probe may panic
 
-use std::path::PathBuf;
 use std::time::Instant;
 
-use shim_benches::{fake_with_container, over_grpc};
+use shim_benches::{fake_server_thread, fake_with_container, over_grpc, runtime};
 use shim_core::proto::v1::StateRequest;
 use shim_core::Shim;
-use shim_transport_grpc::{serve_unix, ClientOptions, GrpcShim, ServerOptions};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-/// A fake shim served on a thread of its own; returns its socket.
-fn server_thread(dir: PathBuf) -> PathBuf {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        runtime().block_on(async move {
-            let (fake, _) = fake_with_container(&dir, 1024).await;
-            let socket = dir.join("run").join("probe.sock");
-            let _server = serve_unix(fake, &socket, ServerOptions::default()).unwrap();
-            tx.send(socket).unwrap();
-            std::future::pending::<()>().await;
-        });
-    });
-    rx.recv().unwrap()
-}
+use shim_transport_grpc::{ClientOptions, GrpcShim};
 
 fn main() {
     let calls: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10_000);
@@ -54,7 +34,7 @@ fn main() {
             }
             Some(socket) => (None, GrpcShim::connect(socket, ClientOptions::default()).await.unwrap()),
             None => {
-                let socket = server_thread(dir.path().to_path_buf());
+                let (socket, _) = fake_server_thread(dir.path().to_path_buf(), || {});
                 (None, GrpcShim::connect(&socket, ClientOptions::default()).await.unwrap())
             }
         };

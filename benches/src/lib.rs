@@ -8,7 +8,7 @@
 //!   against the runc command line, memory of the daemon, many shims), which
 //!   writes `docs/PERFORMANCE.md` together with the criterion results.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use shim_core::proto::v1::{CreateRequest, StartRequest};
@@ -37,6 +37,41 @@ pub async fn fake_with_container(dir: &Path, event_buffer: usize) -> (Arc<FakeSh
         panic!("start: {e}");
     }
     (shim, pid)
+}
+
+/// A current-thread runtime, as an embedding manager or our daemon runs
+/// one. (On a multi-threaded runtime every call also pays for waking a
+/// parked worker thread, which costs tens of µs on a VM.)
+pub fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => panic!("runtime: {e}"),
+    }
+}
+
+/// A fake shim with a running container, served over gRPC on a unix socket
+/// in `dir` from a thread and current-thread runtime of its own, as the
+/// daemon is a process of its own. `on_thread` runs first on that thread
+/// (to pin it to a CPU, say). Returns the socket and the init's pid.
+pub fn fake_server_thread(dir: PathBuf, on_thread: impl FnOnce() + Send + 'static) -> (PathBuf, u32) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        on_thread();
+        runtime().block_on(async move {
+            let (fake, pid) = fake_with_container(&dir, 1024).await;
+            let socket = dir.join("run").join("bench.sock");
+            let _server = match serve_unix(fake, &socket, ServerOptions::default()) {
+                Ok(s) => s,
+                Err(e) => panic!("serve: {e}"),
+            };
+            let _ = tx.send((socket, pid));
+            std::future::pending::<()>().await;
+        });
+    });
+    match rx.recv() {
+        Ok(r) => r,
+        Err(_) => panic!("the server thread failed before serving"),
+    }
 }
 
 /// `shim` served in memory.
