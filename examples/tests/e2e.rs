@@ -333,6 +333,29 @@ fn a_shim_killed_with_sigkill_is_replaced_cleanly_on_the_same_socket() {
     assert!(!socket.exists());
 }
 
+/// A runtime wrapper script in `dir` for `--runtime-binary`: `body` runs
+/// with `$MARKS` set to a directory for the marks it leaves. Returns the
+/// script and that directory.
+fn runtime_wrapper(dir: &Path, body: &str) -> (PathBuf, PathBuf) {
+    let marks = dir.join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let wrapper = dir.join("slow-runc");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nMARKS='{}'\n{body}", marks.display())).unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (wrapper, marks)
+}
+
+/// `shimctl create` as a child, to be killed mid-call.
+fn spawn_create(socket: &Path, id: &str, bundle: &Path) -> Child {
+    Command::new(SHIMCTL)
+        .arg("--socket")
+        .arg(socket)
+        .args(["create", "--id", id, "--bundle"])
+        .arg(bundle)
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn a_client_killed_mid_create_and_mid_exec_leaves_a_consistent_container() {
     if !require_runc() {
@@ -342,26 +365,15 @@ fn a_client_killed_mid_create_and_mid_exec_leaves_a_consistent_container() {
     let socket = dir.path().join("run").join("shim.sock");
     // A runtime that marks each call it starts, then is slow: a client can be
     // killed while the shim is inside `runc create` or `runc exec`.
-    let marks = dir.path().join("marks");
-    std::fs::create_dir(&marks).unwrap();
-    let wrapper = dir.path().join("slow-runc");
-    std::fs::write(
-        &wrapper,
-        format!("#!/bin/sh\nfor a in \"$@\"; do case $a in create|exec) touch {}/$a;; esac; done\nsleep 0.5\nexec runc \"$@\"\n", marks.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (wrapper, marks) = runtime_wrapper(
+        dir.path(),
+        "for a in \"$@\"; do case $a in create|exec) touch \"$MARKS/$a\";; esac; done\nsleep 0.5\nexec runc \"$@\"\n",
+    );
     let mut shim = start_shim_with(&socket, &["--runtime-binary".as_ref(), wrapper.as_os_str()]);
     let b = bundle(dir.path(), BundleBuilder::new().args(["sleep", "100000"]));
     let id = format!("e2e-midcall-{}", std::process::id());
 
-    let mut create = Command::new(SHIMCTL)
-        .arg("--socket")
-        .arg(&socket)
-        .args(["create", "--id", &id, "--bundle"])
-        .arg(&b)
-        .spawn()
-        .unwrap();
+    let mut create = spawn_create(&socket, &id, &b);
     until("runc create to start", || marks.join("create").exists());
     create.kill().unwrap();
     create.wait().unwrap();
@@ -399,28 +411,14 @@ fn sigterm_after_a_client_vanished_mid_create_still_removes_the_container() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("run").join("shim.sock");
     // A runtime whose create is slow to return after runc made the container.
-    let marks = dir.path().join("marks");
-    std::fs::create_dir(&marks).unwrap();
-    let wrapper = dir.path().join("slow-runc");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nrunc \"$@\"; rc=$?\nfor a in \"$@\"; do case $a in create) touch {}/$a; sleep 0.5;; esac; done\nexit $rc\n",
-            marks.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (wrapper, marks) = runtime_wrapper(
+        dir.path(),
+        "runc \"$@\"; rc=$?\nfor a in \"$@\"; do case $a in create) touch \"$MARKS/$a\"; sleep 0.5;; esac; done\nexit $rc\n",
+    );
     let mut shim = start_shim_with(&socket, &["--runtime-binary".as_ref(), wrapper.as_os_str()]);
     let b = bundle(dir.path(), BundleBuilder::new().args(["sleep", "100000"]));
     let id = format!("e2e-term-midcreate-{}", std::process::id());
-    let mut create = Command::new(SHIMCTL)
-        .arg("--socket")
-        .arg(&socket)
-        .args(["create", "--id", &id, "--bundle"])
-        .arg(&b)
-        .spawn()
-        .unwrap();
+    let mut create = spawn_create(&socket, &id, &b);
     until("runc create to finish", || marks.join("create").exists());
     create.kill().unwrap();
     create.wait().unwrap();
