@@ -29,8 +29,10 @@ deps:
 	@python3 -c 'import grpc, grpc_tools' 2>/dev/null || { echo "make deps: installing grpcio grpcio-tools"; \
 		python3 -m pip install --quiet grpcio grpcio-tools; }
 
+# The demo's shimctl starts the `shim` daemon from beside itself: build both.
 demo: deps
-	$(CARGO) run --release -p shim-examples --bin shimctl -- demo
+	$(CARGO) build --release -p shim-examples --bins
+	$(CURDIR)/target/release/shimctl demo
 
 test: deps
 	$(CARGO) fmt --all -- --check

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use nix::sys::signal::Signal;
 use shim_proto::v1::{
     CloseStdinRequest, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, Event, EventType, EventsRequest,
     ExecRequest, ExecResponse, KillRequest, Process, PtyRequest, StartRequest, State, StateRequest, StateResponse,
@@ -23,6 +22,7 @@ use crate::io::{self, PreparedIo, Pumps};
 use crate::oom::OomWatcher;
 use crate::runtime::{CreateSpec, Launched, Runtime};
 use crate::shim::{EventStream, Shim};
+use crate::signal::Signal;
 use crate::spec::{self, ProcessDefaults};
 
 /// Settings of the shim logic that do not depend on the runtime.
@@ -305,13 +305,6 @@ impl<R: Runtime> ContainerShim<R> {
     }
 }
 
-fn signal_of(n: u32) -> Result<Signal> {
-    i32::try_from(n)
-        .ok()
-        .and_then(|n| Signal::try_from(n).ok())
-        .ok_or_else(|| ShimError::invalid("signal", format!("{n} is not a signal number")))
-}
-
 /// Counts an exec out of `execs_starting` however it ends.
 struct StartingGuard<'a>(&'a watch::Sender<usize>);
 
@@ -393,10 +386,10 @@ impl<R: Runtime> ContainerShim<R> {
         let (proc, id) = self.lookup(req.pid)?;
         if proc.init {
             if proc.reaped().is_none() {
-                if let Err(e) = self.inner.runtime.kill_all(&id, Signal::SIGKILL).await {
+                if let Err(e) = self.inner.runtime.kill_all(&id, Signal::KILL).await {
                     // It may have exited meanwhile; otherwise kill the init directly.
                     tracing::debug!(error = %e, "kill of all processes failed");
-                    let _ = self.inner.runtime.signal(proc.pid, Signal::SIGKILL);
+                    let _ = self.inner.runtime.signal(proc.pid, Signal::KILL);
                 }
             }
             let status = proc.wait_exited().await;
@@ -417,7 +410,7 @@ impl<R: Runtime> ContainerShim<R> {
             Ok(DeleteResponse { exit_status: status })
         } else {
             if proc.reaped().is_none() {
-                self.inner.runtime.signal(proc.pid, Signal::SIGKILL)?;
+                self.inner.runtime.signal(proc.pid, Signal::KILL)?;
             }
             let status = proc.wait_exited().await;
             let removed = lock(&self.inner.state).container.as_mut().and_then(|c| c.procs.remove(&proc.pid));
@@ -453,7 +446,7 @@ impl<R: Runtime> ContainerShim<R> {
         let Launched { pid, exit, console, .. } = self.inner.runtime.exec(&id, &process, stdio).await?;
         // From here on a failure must not leave the process running untracked.
         let kill = |e: ShimError| {
-            let _ = self.inner.runtime.signal(pid, Signal::SIGKILL);
+            let _ = self.inner.runtime.signal(pid, Signal::KILL);
             e
         };
         let mut pumps = prepared.start(console).map_err(kill)?;
@@ -514,7 +507,7 @@ impl<R: Runtime> ContainerShim<R> {
         if req.pid == 0 {
             return Err(ShimError::invalid("pid", "0 is not a process"));
         }
-        let signal = signal_of(req.signal)?;
+        let signal = Signal::new(req.signal)?;
         let (proc, id) = self.lookup(req.pid)?;
         if req.all && !proc.init {
             return Err(ShimError::invalid(

@@ -55,7 +55,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use futures::FutureExt;
-use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -66,6 +65,7 @@ use crate::events::EventBus;
 use crate::io::ProcessStdio;
 use crate::oom::{OomTrigger, OomWatcher};
 use crate::runtime::{CreateSpec, Launched, Runtime};
+use crate::signal::Signal;
 
 /// The shim logic over the [`FakeRuntime`].
 pub type FakeShim = ContainerShim<FakeRuntime>;
@@ -242,21 +242,6 @@ fn stdio_of(stdio: ProcessStdio) -> Result<(Stdio, Option<OwnedFd>)> {
     Ok((Stdio { stdin, stdout, stderr: Sink::Null, tty: Some(pty.slave) }, Some(pty.master)))
 }
 
-/// Default action of a signal: does it terminate the process?
-fn terminates(signal: Signal) -> bool {
-    !matches!(
-        signal,
-        Signal::SIGCHLD
-            | Signal::SIGCONT
-            | Signal::SIGURG
-            | Signal::SIGWINCH
-            | Signal::SIGSTOP
-            | Signal::SIGTSTP
-            | Signal::SIGTTIN
-            | Signal::SIGTTOU
-    )
-}
-
 async fn run_steps(steps: Vec<Step>, io: &mut Stdio, oom: &OomTrigger) -> u32 {
     let mut buf = vec![0u8; 64 * 1024];
     for step in steps {
@@ -304,7 +289,7 @@ async fn run_steps(steps: Vec<Step>, io: &mut Stdio, oom: &OomTrigger) -> u32 {
             Step::Sleep => std::future::pending::<()>().await,
             Step::Oom => {
                 oom.fire();
-                return 128 + Signal::SIGKILL as u32;
+                return 128 + Signal::KILL.number().unsigned_abs();
             }
             Step::Exit(code) => return code,
         }
@@ -360,7 +345,7 @@ impl FakeRuntime {
         let state = Arc::clone(&self.state);
         let container = container.to_string();
         tokio::spawn(async move {
-            let killed_by = |sig: Option<Signal>| sig.map(|s| 128 + s as u32);
+            let killed_by = |sig: Option<Signal>| sig.map(|s| 128 + s.number().unsigned_abs());
             let mut program = Box::pin(async move {
                 if let Some(start) = start {
                     if start.await.is_err() {
@@ -376,7 +361,7 @@ impl FakeRuntime {
                     sig = sig_rx.recv() => {
                         let Some(sig) = sig else { continue };
                         // pid 1 of a namespace ignores all but SIGKILL.
-                        if (init && sig == Signal::SIGKILL) || (!init && terminates(sig)) {
+                        if (init && sig == Signal::KILL) || (!init && sig.terminates_by_default()) {
                             break killed_by(Some(sig)).unwrap_or(137);
                         }
                     }
@@ -501,7 +486,7 @@ impl Runtime for FakeRuntime {
         let pids: Vec<u32> = st.procs.iter().filter(|(_, p)| p.container == spec.id).map(|(pid, _)| *pid).collect();
         for pid in pids {
             if let Some(p) = st.procs.get(&pid) {
-                let _ = p.signals.send(Signal::SIGKILL);
+                let _ = p.signals.send(Signal::KILL);
             }
         }
     }

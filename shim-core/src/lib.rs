@@ -78,6 +78,7 @@ pub mod oom;
 pub mod reaper;
 pub mod runc;
 pub mod runtime;
+pub mod signal;
 pub mod shim;
 pub mod spec;
 #[cfg(feature = "testing")]
@@ -91,4 +92,5 @@ pub use reaper::{Exit, Reaper};
 pub use runc::{RuncConfig, RuncRuntime, RuncShim};
 pub use runtime::{CreateSpec, Launched, Runtime};
 pub use shim::{EventStream, Shim};
+pub use signal::Signal;
 pub use shim_proto as proto;

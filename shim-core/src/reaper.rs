@@ -33,10 +33,9 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use nix::errno::Errno;
-use nix::sys::signal::Signal;
-use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use tokio::sync::oneshot;
+
+use crate::signal::Signal;
 
 /// Errors of the reaper.
 #[derive(Debug, thiserror::Error)]
@@ -207,42 +206,71 @@ impl Reaper {
         if !table.waiters.contains_key(&pid_i32(pid)) {
             return Ok(false);
         }
-        match nix::sys::signal::kill(Pid::from_raw(pid_i32(pid)), signal) {
+        match signal.send(pid) {
             Ok(()) => Ok(true),
-            // A zombie cannot be signalled but is still ours: report success.
-            Err(Errno::ESRCH) => Ok(true),
-            Err(e) => Err(e),
+            Err(e) => match Errno::from_raw(e.raw_os_error().unwrap_or(libc::EINVAL)) {
+                // A zombie cannot be signalled but is still ours: report success.
+                Errno::ESRCH => Ok(true),
+                errno => Err(errno),
+            },
         }
     }
 }
 
-fn exit_status(status: WaitStatus) -> Option<Exit> {
-    match status {
-        WaitStatus::Exited(pid, code) => Some(Exit { pid: pid.as_raw().unsigned_abs(), status: code.unsigned_abs() }),
-        WaitStatus::Signaled(pid, sig, _) => {
-            Some(Exit { pid: pid.as_raw().unsigned_abs(), status: 128 + (sig as i32).unsigned_abs() })
-        }
-        _ => None,
+/// Decodes a `waitpid` status. Done by hand rather than with nix's
+/// `WaitStatus`, which has no real-time signals: a process killed by SIGRTMIN+3
+/// must be reaped like any other.
+fn exit_status(pid: i32, status: libc::c_int) -> Option<Exit> {
+    let pid = pid.unsigned_abs();
+    if libc::WIFEXITED(status) {
+        Some(Exit { pid, status: libc::WEXITSTATUS(status).unsigned_abs() })
+    } else if libc::WIFSIGNALED(status) {
+        Some(Exit { pid, status: 128 + libc::WTERMSIG(status).unsigned_abs() })
+    } else {
+        None
+    }
+}
+
+/// Waits until some child has exited and returns its pid, leaving it a
+/// zombie (`WNOWAIT`), so that it is reaped only under the table's lock.
+fn next_exited() -> Result<i32, Errno> {
+    // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid writes one siginfo_t to the valid pointer.
+    let rc = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: waitid filled si_pid for a WEXITED report (0 if none).
+    Ok(unsafe { info.si_pid() })
+}
+
+/// Reaps `pid` if it has exited.
+fn reap(pid: i32) -> Result<Option<Exit>, Errno> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid writes one int to the valid pointer.
+    let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    match rc {
+        0 => Ok(None),
+        r if r < 0 => Err(Errno::last()),
+        r => Ok(exit_status(r, status)),
     }
 }
 
 fn reap_loop(inner: &Inner) {
     loop {
         let generation = inner.lock().generation;
-        match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-            Ok(status) => {
-                let Some(pid) = status.pid() else { continue };
+        match next_exited() {
+            Ok(0) => {}
+            Ok(pid) => {
                 let mut table = inner.lock();
-                match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(status) => {
-                        if let Some(exit) = exit_status(status) {
-                            deliver(&mut table, exit);
-                        }
-                    }
+                match reap(pid) {
+                    Ok(Some(exit)) => deliver(&mut table, exit),
+                    Ok(None) => {}
                     // Someone else reaped it: the standard library does for a
                     // child whose exec failed, while `spawn` holds the lock.
                     Err(Errno::ECHILD) => {}
-                    Err(e) => tracing::warn!(pid = pid.as_raw(), error = %e, "waitpid failed"),
+                    Err(e) => tracing::warn!(pid, error = %e, "waitpid failed"),
                 }
             }
             Err(Errno::EINTR) => {}

@@ -9,12 +9,12 @@
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use nix::sys::signal::Signal;
 use std::os::fd::OwnedFd;
 
 use crate::error::Result;
 use crate::io::ProcessStdio;
 use crate::oom::OomWatcher;
+use crate::signal::Signal;
 
 /// What the shim asks the runtime to create.
 #[derive(Debug, Clone)]

@@ -110,11 +110,15 @@ pub fn validate_bundle(bundle: &str) -> Result<()> {
     Ok(())
 }
 
-/// What an exec inherits from the container's own process when the request
-/// leaves it empty.
+/// What an exec inherits from the container's own process.
+///
+/// Fields the request leaves empty are taken from here; the privilege
+/// settings (`noNewPrivileges`, capabilities) bound what a request may ask
+/// for, so an exec never runs with more privilege than the init.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessDefaults {
-    /// `process.capabilities` of the bundle's config.
+    /// `process.capabilities` of the bundle's config; `None` when the bundle
+    /// has none (the runtime's defaults apply, to the init and to execs).
     pub capabilities: Option<Value>,
     /// `process.env`.
     pub env: Vec<String>,
@@ -124,6 +128,14 @@ pub struct ProcessDefaults {
     pub uid: u32,
     /// See `uid`.
     pub gid: u32,
+    /// `process.user.additionalGids`.
+    pub additional_gids: Vec<u32>,
+    /// `process.noNewPrivileges`.
+    pub no_new_privileges: bool,
+    /// `process.apparmorProfile`.
+    pub apparmor_profile: String,
+    /// `process.selinuxLabel`.
+    pub selinux_label: String,
 }
 
 impl ProcessDefaults {
@@ -142,6 +154,7 @@ impl ProcessDefaults {
         let get = |k: &str| process.and_then(|p| p.get(k));
         let user = get("user");
         let uid = |k: &str| user.and_then(|u| u.get(k)).and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok());
+        let text = |k: &str| get(k).and_then(Value::as_str).unwrap_or_default().to_string();
         Ok(Self {
             capabilities: get("capabilities").cloned(),
             env: get("env")
@@ -151,6 +164,14 @@ impl ProcessDefaults {
             cwd: get("cwd").and_then(Value::as_str).unwrap_or("/").to_string(),
             uid: uid("uid").unwrap_or(0),
             gid: uid("gid").unwrap_or(0),
+            additional_gids: user
+                .and_then(|u| u.get("additionalGids"))
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|v| v.as_u64().and_then(|g| u32::try_from(g).ok())).collect())
+                .unwrap_or_default(),
+            no_new_privileges: get("noNewPrivileges").and_then(Value::as_bool).unwrap_or(false),
+            apparmor_profile: text("apparmorProfile"),
+            selinux_label: text("selinuxLabel"),
         })
     }
 }
@@ -166,10 +187,37 @@ fn check_len(field: &'static str, items: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The capability sets an exec may hold: what it asks for, but never more
+/// than the container's own process has in each set.
+fn exec_capabilities(asked: &[String], bundle: Option<&Value>) -> Value {
+    const SETS: [&str; 5] = ["bounding", "effective", "inheritable", "permitted", "ambient"];
+    let mut out = serde_json::Map::new();
+    for set in SETS {
+        let allowed: Option<Vec<&str>> = bundle.map(|b| {
+            b.get(set).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+        });
+        // Inheritable is never granted by a request (runc does not set it
+        // from the seed's one list either); only the bundle's is kept.
+        let granted: Vec<&str> = match (set, &allowed) {
+            ("inheritable", Some(allowed)) => allowed.clone(),
+            ("inheritable", None) => continue,
+            (_, Some(allowed)) => asked.iter().map(String::as_str).filter(|c| allowed.contains(c)).collect(),
+            (_, None) => asked.iter().map(String::as_str).collect(),
+        };
+        out.insert(set.into(), json!(granted));
+    }
+    Value::Object(out)
+}
+
 /// Validates an exec request and builds its OCI `process` object.
 ///
-/// Empty `env`, `cwd`, `capabilities` or an absent `user` are taken from the
-/// container's own process.
+/// Empty `env`, `cwd`, `apparmor_profile`, `selinux_label`, `capabilities` or
+/// an absent `user` are taken from the container's own process. The exec
+/// never gets more privilege than that process: `noNewPrivileges` is set if
+/// either the bundle or the request sets it, and requested capabilities are
+/// cut down to the bundle's in each set. A bundle without a `capabilities`
+/// object leaves the exec without one too, so the runtime gives it the same
+/// defaults it gave the init (not an empty set).
 pub fn exec_process(req: &ExecRequest, defaults: &ProcessDefaults) -> Result<Value> {
     if req.args.is_empty() {
         return Err(ShimError::invalid("args", "must not be empty"));
@@ -213,14 +261,13 @@ pub fn exec_process(req: &ExecRequest, defaults: &ProcessDefaults) -> Result<Val
         rlimits.push(json!({ "type": r.r#type, "hard": r.hard, "soft": r.soft }));
     }
     let capabilities = if req.capabilities.is_empty() {
-        defaults.capabilities.clone().unwrap_or_else(|| json!({}))
+        defaults.capabilities.clone()
     } else {
-        let c = &req.capabilities;
-        json!({ "bounding": c, "effective": c, "permitted": c, "ambient": c })
+        Some(exec_capabilities(&req.capabilities, defaults.capabilities.as_ref()))
     };
     let user = match &req.user {
         Some(u) => json!({ "uid": u.uid, "gid": u.gid, "additionalGids": u.additional_gids }),
-        None => json!({ "uid": defaults.uid, "gid": defaults.gid }),
+        None => json!({ "uid": defaults.uid, "gid": defaults.gid, "additionalGids": defaults.additional_gids }),
     };
     let env = if req.env.is_empty() { defaults.env.clone() } else { req.env.clone() };
     let mut process = json!({
@@ -229,18 +276,23 @@ pub fn exec_process(req: &ExecRequest, defaults: &ProcessDefaults) -> Result<Val
         "args": req.args,
         "env": env,
         "cwd": cwd,
-        "capabilities": capabilities,
-        "noNewPrivileges": req.no_new_privileges,
+        "noNewPrivileges": req.no_new_privileges || defaults.no_new_privileges,
     });
     if let Some(obj) = process.as_object_mut() {
+        if let Some(caps) = capabilities {
+            obj.insert("capabilities".into(), caps);
+        }
         if !rlimits.is_empty() {
             obj.insert("rlimits".into(), Value::Array(rlimits));
         }
-        if !req.apparmor_profile.is_empty() {
-            obj.insert("apparmorProfile".into(), json!(req.apparmor_profile));
+        let or_default = |asked: &str, bundle: &str| if asked.is_empty() { bundle.to_string() } else { asked.to_string() };
+        let apparmor = or_default(&req.apparmor_profile, &defaults.apparmor_profile);
+        if !apparmor.is_empty() {
+            obj.insert("apparmorProfile".into(), json!(apparmor));
         }
-        if !req.selinux_label.is_empty() {
-            obj.insert("selinuxLabel".into(), json!(req.selinux_label));
+        let selinux = or_default(&req.selinux_label, &defaults.selinux_label);
+        if !selinux.is_empty() {
+            obj.insert("selinuxLabel".into(), json!(selinux));
         }
     }
     Ok(process)
@@ -315,5 +367,45 @@ mod tests {
         assert_eq!(code(ExecRequest { env: vec!["NOEQUALS".into()], ..req() }), inv);
         assert_eq!(code(ExecRequest { args: vec!["x".repeat(MAX_FIELD + 1)], ..req() }), inv);
         assert_eq!(code(req()), None);
+    }
+
+    #[test]
+    fn an_exec_never_gets_more_privilege_than_the_bundle() {
+        let config = br#"{"process":{"cwd":"/","noNewPrivileges":true,
+            "user":{"uid":5,"gid":6,"additionalGids":[7,8]},
+            "apparmorProfile":"confined","selinuxLabel":"s0",
+            "capabilities":{"bounding":["CAP_KILL","CAP_CHOWN"],"effective":["CAP_KILL"],
+                            "inheritable":["CAP_KILL"],"permitted":["CAP_KILL","CAP_CHOWN"]}}}"#;
+        let d = ProcessDefaults::from_config_json(config).unwrap_or_default();
+        // A seed client leaves every privilege field empty or false.
+        let p = exec_process(&req(), &d).unwrap_or_default();
+        assert_eq!(p["noNewPrivileges"], json!(true));
+        assert_eq!(p["user"], json!({ "uid": 5, "gid": 6, "additionalGids": [7, 8] }));
+        assert_eq!(p["apparmorProfile"], json!("confined"));
+        assert_eq!(p["selinuxLabel"], json!("s0"));
+        assert_eq!(p["capabilities"]["bounding"], json!(["CAP_KILL", "CAP_CHOWN"]));
+        // Asking for more than the bundle has gets the intersection only.
+        let asked = ExecRequest {
+            capabilities: vec!["CAP_SYS_ADMIN".into(), "CAP_CHOWN".into(), "CAP_KILL".into()],
+            ..req()
+        };
+        let p = exec_process(&asked, &d).unwrap_or_default();
+        assert_eq!(
+            p["capabilities"],
+            json!({
+                "bounding": ["CAP_CHOWN", "CAP_KILL"], "effective": ["CAP_KILL"], "inheritable": ["CAP_KILL"],
+                "permitted": ["CAP_CHOWN", "CAP_KILL"], "ambient": []
+            })
+        );
+    }
+
+    #[test]
+    fn a_bundle_without_capabilities_gives_the_exec_none_either() {
+        let d = ProcessDefaults::from_config_json(br#"{"process":{"cwd":"/"}}"#).unwrap_or_default();
+        let p = exec_process(&req(), &d).unwrap_or_default();
+        assert_eq!(p.get("capabilities"), None, "{p}");
+        assert_eq!(p["noNewPrivileges"], json!(false));
+        let p = exec_process(&ExecRequest { no_new_privileges: true, ..req() }, &d).unwrap_or_default();
+        assert_eq!(p["noNewPrivileges"], json!(true));
     }
 }

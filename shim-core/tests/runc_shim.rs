@@ -260,3 +260,63 @@ async fn delete_before_start_and_stdio_to_files() {
     assert!(!is_zombie_child(pid));
     assert_eq!(fx.work_dir_entries(), Vec::<String>::new());
 }
+
+/// Runs an exec to completion with its stdout on a FIFO, returning the output.
+async fn exec_output(fx: &Fixture, req: ExecRequest, name: &str) -> String {
+    let out = fx.fifo(name);
+    let reader = read_fifo(&out);
+    let req = ExecRequest { stdout: s(&out).into(), ..req };
+    let pid = ok(within(fx.shim.exec(req)).await).pid;
+    assert_eq!(ok(within(fx.shim.wait(WaitRequest { pid })).await).exit_status, 0);
+    ok(within(fx.shim.delete(DeleteRequest { pid })).await);
+    let bytes = within(reader).await.ok().and_then(|r| r.ok()).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn status_field<'a>(status: &'a str, field: &str) -> &'a str {
+    status.lines().find_map(|l| l.strip_prefix(field)).map(str::trim).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_keeps_the_containers_no_new_privileges_and_capabilities() {
+    if !require_runc() {
+        return;
+    }
+    let fx = Fixture::new("nnp");
+    // The builder's bundle sets noNewPrivileges and eight capabilities.
+    let init = running(&fx).await;
+    // What a client generated from the seed proto sends: no privilege fields.
+    let seed_style = ExecRequest { args: vec!["cat".into(), "/proc/self/status".into()], ..Default::default() };
+    let status = exec_output(&fx, seed_style.clone(), "nnp-out").await;
+    assert_eq!(status_field(&status, "NoNewPrivs:"), "1", "{status}");
+    let init_status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap_or_default();
+    assert_eq!(status_field(&status, "CapBnd:"), status_field(&init_status, "CapBnd:"));
+    assert_eq!(status_field(&status, "CapEff:"), status_field(&init_status, "CapEff:"));
+    // Asking for CAP_SYS_ADMIN, which the bundle does not grant, is cut off.
+    let asking = ExecRequest { capabilities: vec!["CAP_SYS_ADMIN".into(), "CAP_KILL".into()], ..seed_style };
+    let status = exec_output(&fx, asking, "caps-out").await;
+    // CAP_KILL is bit 5; CAP_SYS_ADMIN (bit 21) must not be there.
+    assert_eq!(status_field(&status, "CapBnd:"), "0000000000000020", "{status}");
+    assert_eq!(ok(within(fx.shim.delete(DeleteRequest { pid: init })).await).exit_status, 137);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_time_signals_reach_the_process() {
+    if !require_runc() {
+        return;
+    }
+    let fx = Fixture::new("rtsig");
+    let init = running(&fx).await;
+    let pid = ok(within(fx.shim.exec(ExecRequest { args: vec!["sleep".into(), "1000".into()], ..Default::default() }))
+        .await)
+    .pid;
+    // SIGRTMIN+3 as glibc numbers it: how systemd in a container is stopped.
+    ok(within(fx.shim.kill(KillRequest { pid, signal: 37, all: false })).await);
+    assert_eq!(ok(within(fx.shim.wait(WaitRequest { pid })).await).exit_status, 128 + 37);
+    assert_eq!(code(fx.shim.kill(KillRequest { pid: init, signal: 65, all: false }).await), Code::InvalidArgument);
+    assert_eq!(code(fx.shim.kill(KillRequest { pid: init, signal: 0, all: false }).await), Code::InvalidArgument);
+    // SIGRTMAX to every process of the container, through `runc kill --all`.
+    ok(within(fx.shim.kill(KillRequest { pid: init, signal: 64, all: true })).await);
+    ok(within(fx.shim.delete(DeleteRequest { pid })).await);
+    ok(within(fx.shim.delete(DeleteRequest { pid: init })).await);
+}

@@ -105,7 +105,7 @@ impl RuncCli {
         let Some((stderr_text, exit)) = outcome else {
             // A hung runtime (a hook that never returns) must not hang the
             // shim's caller forever: kill it and say so.
-            let _ = self.reaper.signal_unreaped(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = self.reaper.signal_unreaped(pid, crate::signal::Signal::KILL);
             let _ = std::fs::remove_file(log);
             return Err(ShimError::Runtime {
                 binary: self.binary.clone(),

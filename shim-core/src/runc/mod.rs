@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::FutureExt;
-use nix::sys::signal::Signal;
 
 use self::cli::{RuncCli, RuncStdio};
 use self::console::ConsoleSocket;
@@ -27,6 +26,7 @@ use crate::io::ProcessStdio;
 use crate::oom::OomWatcher;
 use crate::reaper::{Monitor, Reaper};
 use crate::runtime::{CreateSpec, Launched, Runtime};
+use crate::signal::Signal;
 
 /// Where runc keeps its state when run as root without `--root`.
 const RUNC_DEFAULT_ROOT: &str = "/run/runc";
@@ -261,7 +261,7 @@ impl RuncRuntime {
                         // The process runs but cannot be given its terminal: stop it.
                         if let Ok(pid) = read_pid(pid_file) {
                             let _watch = monitor.watch(pid);
-                            let _ = self.reaper.signal_unreaped(pid, Signal::SIGKILL);
+                            let _ = self.reaper.signal_unreaped(pid, Signal::KILL);
                         }
                         return Err(ShimError::io("cannot receive the pty master", e));
                     }
@@ -355,7 +355,7 @@ impl Runtime for RuncRuntime {
     }
 
     async fn kill_all(&self, id: &str, signal: Signal) -> Result<()> {
-        self.control(id, vec!["kill".into(), "--all".into(), id.into(), (signal as i32).to_string().into()]).await
+        self.control(id, vec!["kill".into(), "--all".into(), id.into(), signal.number().to_string().into()]).await
     }
 
     fn signal(&self, pid: u32, signal: Signal) -> Result<bool> {
