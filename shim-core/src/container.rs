@@ -454,6 +454,17 @@ impl<R: Runtime> ContainerShim<R> {
         {
             let mut state = lock(&self.inner.state);
             match state.container.as_mut() {
+                Some(c) if c.procs.contains_key(&pid) => {
+                    // The kernel gave an exited exec's pid to this one while
+                    // the old entry waits for its Delete: taking the new one
+                    // would make Wait, Kill and Delete of the old pid reach a
+                    // live process. The old one keeps its pid until deleted.
+                    let e = ShimError::FailedPrecondition(format!(
+                        "the new process got pid {pid}, which still belongs to an exited process of container {id} \
+                         that was not deleted; delete pid {pid} and exec again"
+                    ));
+                    return Err(kill(e));
+                }
                 Some(c) if c.id == id => {
                     c.procs.insert(pid, Arc::clone(&proc));
                     self.publish(&id, EventType::ExecAdded, pid, 0);

@@ -140,6 +140,8 @@ struct FakeContainer {
 struct FakeState {
     containers: HashMap<String, FakeContainer>,
     procs: HashMap<u32, FakeProc>,
+    /// Pids to hand out before counting on, as a kernel whose pids wrapped.
+    reuse: Vec<u32>,
 }
 
 /// A [`Runtime`] running scripted programs as tasks; see the module docs.
@@ -318,6 +320,14 @@ impl FakeRuntime {
         Self { state: Arc::new(Mutex::new(FakeState::default())), next_pid: AtomicU32::new(first.max(1)) }
     }
 
+    /// Makes the next process get `pid` again, as the kernel does once its
+    /// pids wrapped around: the pid of a process that has exited (and been
+    /// reaped) is free for the next one. For testing how a shim tells a new
+    /// process from an old one of the same pid.
+    pub fn reuse_pid(&self, pid: u32) {
+        lock(&self.state).reuse.push(pid);
+    }
+
     /// Starts a fake process; it waits for `start` (the init) before running.
     fn spawn(
         &self,
@@ -328,7 +338,8 @@ impl FakeRuntime {
         start: Option<oneshot::Receiver<()>>,
     ) -> Result<Launched> {
         let (mut io, console) = stdio_of(stdio)?;
-        let pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
+        let reused = lock(&self.state).reuse.pop();
+        let pid = reused.unwrap_or_else(|| self.next_pid.fetch_add(1, Ordering::Relaxed));
         let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<Signal>();
         let (exit_tx, exit_rx) = oneshot::channel::<u32>();
         let (oom, mut init_done) = {

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use shim_core::testing::conformance::{fake_shim, runc_shim, Harness, Programs};
+use shim_core::testing::conformance::{runc_shim, FakeShims, Harness, Programs};
 use shim_core::testing::require_runc;
 use shim_core::Shim;
 
@@ -24,7 +24,8 @@ impl Harness for RuncDirect {
     }
 }
 
-struct Fake;
+#[derive(Default)]
+struct Fake(FakeShims);
 
 #[async_trait]
 impl Harness for Fake {
@@ -32,7 +33,10 @@ impl Harness for Fake {
         Programs::Fake
     }
     async fn shim(&self, _dir: &Path) -> Arc<dyn Shim> {
-        fake_shim()
+        self.0.make()
+    }
+    fn reuse_pid(&self, pid: u32) -> bool {
+        self.0.reuse_pid(pid)
     }
 }
 
@@ -41,5 +45,5 @@ mod runc_direct {
 }
 
 mod fake {
-    shim_core::conformance_tests!(super::Fake);
+    shim_core::conformance_tests!(super::Fake::default());
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use shim_core::testing::conformance::{fake_shim, runc_shim, Harness, Programs};
+use shim_core::testing::conformance::{runc_shim, FakeShims, Harness, Programs};
 use shim_core::testing::{require_runc, Guarded};
 use shim_core::Shim;
 use shim_transport_grpc::{serve_unix, ClientOptions, GrpcServer, GrpcShim, ServerOptions};
@@ -34,7 +34,8 @@ impl Harness for GrpcOverRunc {
     }
 }
 
-struct GrpcOverFake;
+#[derive(Default)]
+struct GrpcOverFake(FakeShims);
 
 #[async_trait]
 impl Harness for GrpcOverFake {
@@ -42,7 +43,10 @@ impl Harness for GrpcOverFake {
         Programs::Fake
     }
     async fn shim(&self, dir: &Path) -> Arc<dyn Shim> {
-        over_grpc(fake_shim(), dir).await
+        over_grpc(self.0.make(), dir).await
+    }
+    fn reuse_pid(&self, pid: u32) -> bool {
+        self.0.reuse_pid(pid)
     }
 }
 
@@ -51,5 +55,5 @@ mod grpc_over_runc {
 }
 
 mod grpc_over_fake {
-    shim_core::conformance_tests!(super::GrpcOverFake);
+    shim_core::conformance_tests!(super::GrpcOverFake::default());
 }

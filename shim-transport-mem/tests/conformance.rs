@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use shim_core::testing::conformance::{fake_shim, runc_shim, Harness, Programs};
+use shim_core::testing::conformance::{runc_shim, FakeShims, Harness, Programs};
 use shim_core::testing::require_runc;
 use shim_core::Shim;
 use shim_transport_mem::MemOptions;
@@ -32,7 +32,8 @@ impl Harness for MemOverRunc {
     }
 }
 
-struct MemOverFake;
+#[derive(Default)]
+struct MemOverFake(FakeShims);
 
 #[async_trait]
 impl Harness for MemOverFake {
@@ -40,7 +41,10 @@ impl Harness for MemOverFake {
         Programs::Fake
     }
     async fn shim(&self, _dir: &Path) -> Arc<dyn Shim> {
-        connect(fake_shim())
+        connect(self.0.make())
+    }
+    fn reuse_pid(&self, pid: u32) -> bool {
+        self.0.reuse_pid(pid)
     }
 }
 
@@ -49,5 +53,5 @@ mod mem_over_runc {
 }
 
 mod mem_over_fake {
-    shim_core::conformance_tests!(super::MemOverFake);
+    shim_core::conformance_tests!(super::MemOverFake::default());
 }

@@ -114,6 +114,15 @@ pub trait Harness: Send + Sync {
     /// A fresh shim holding no container. `dir` is a private directory for
     /// this scenario (for a work directory, a socket) that outlives the shim.
     async fn shim(&self, dir: &Path) -> Arc<dyn Shim>;
+
+    /// Makes the runtime of the last shim made give `pid` to its next
+    /// process, as a kernel whose pids wrapped around does. `false` when
+    /// the runtime cannot (a real kernel): the scenario that needs it passes
+    /// without asserting anything. See [`FakeRuntime::reuse_pid`](crate::FakeRuntime::reuse_pid).
+    fn reuse_pid(&self, pid: u32) -> bool {
+        let _ = pid;
+        false
+    }
 }
 
 /// How long a test shim waits for output that makes no progress after an
@@ -133,6 +142,29 @@ pub fn runc_shim(dir: &Path) -> Arc<crate::RuncShim> {
 pub fn fake_shim() -> Arc<crate::FakeShim> {
     let config = crate::ShimConfig { io_grace: TEST_IO_GRACE, ..Default::default() };
     Arc::new(crate::FakeShim::with_config(config, None))
+}
+
+/// Fake shims for a harness, remembering the last one made so that
+/// [`Harness::reuse_pid`] can reach its runtime.
+#[derive(Default)]
+pub struct FakeShims {
+    last: std::sync::Mutex<Option<Arc<crate::FakeShim>>>,
+}
+
+impl FakeShims {
+    /// A new fake shim (see [`fake_shim`]), remembered as the last one.
+    pub fn make(&self) -> Arc<crate::FakeShim> {
+        let shim = fake_shim();
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&shim));
+        shim
+    }
+
+    /// [`FakeRuntime::reuse_pid`](crate::FakeRuntime::reuse_pid) on the last
+    /// shim made; `false` if none was.
+    pub fn reuse_pid(&self, pid: u32) -> bool {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        last.map(|shim| shim.runtime().reuse_pid(pid)).is_some()
+    }
 }
 
 /// The state of one scenario: its directory, its shim and its names.
@@ -509,6 +541,38 @@ pub async fn resume_events(h: &dyn Harness) {
     assert_eq!(sc.delete(init).await, 137);
 }
 
+/// An exited exec not yet deleted keeps its pid: an exec that the kernel gave
+/// the same pid (after pids wrapped) is refused, so Wait and Delete of the
+/// old pid never reach the new process.
+pub async fn pid_reuse(h: &dyn Harness) {
+    let Some(sc) = Scenario::new(h, "pidreuse").await else { return };
+    let init = sc.running().await;
+    let old = sc.exec(&Program::Exit { stdout: "", stderr: "", code: 3 }, "", "").await;
+    assert_eq!(sc.wait(old).await, 3);
+    if !h.reuse_pid(old) {
+        ok(within(sc.shim.delete(DeleteRequest { pid: init })).await);
+        return;
+    }
+    let mut events = sc.events().await;
+    let req = ExecRequest { args: sc.args(&Program::Sleep), ..Default::default() };
+    assert_eq!(code(within(sc.shim.exec(req.clone())).await), Code::FailedPrecondition);
+    // The old process is untouched: same status, still deletable once.
+    assert_eq!(sc.wait(old).await, 3);
+    let st = ok(sc.shim.state(StateRequest {}).await);
+    assert_eq!(st.processes, vec![Process::new(init, State::Running), Process::new(old, State::Stopped)]);
+    assert_eq!(sc.delete(old).await, 3);
+    // Once deleted, the pid is free for a new exec.
+    assert!(h.reuse_pid(old));
+    let new = ok(within(sc.shim.exec(req)).await).pid;
+    assert_eq!(new, old);
+    ok(within(sc.shim.kill(KillRequest { pid: new, signal: 9, all: false })).await);
+    assert_eq!(sc.delete(new).await, 137);
+    // The refused exec published nothing.
+    let seen = collect_events(&mut events, STEP_TIMEOUT, is_exit_of(new)).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(kinds(&seen), vec![(EventType::ExecAdded, new, 0), (EventType::Exit, new, 137)]);
+    assert_eq!(sc.delete(init).await, 137);
+}
+
 /// Generates one `#[tokio::test]` per conformance scenario for a harness.
 ///
 /// `$harness` is an expression building a value that implements
@@ -518,7 +582,7 @@ macro_rules! conformance_tests {
     ($harness:expr) => {
         $crate::conformance_tests!(@each $harness;
             lifecycle, exec_and_state, pty_resize, events_order, kill_and_wait, close_stdin, big_output, bad_input,
-            resume_events);
+            resume_events, pid_reuse);
     };
     (@each $harness:expr; $($name:ident),*) => {
         $(
