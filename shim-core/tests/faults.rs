@@ -44,7 +44,7 @@ impl Fx {
     }
 
     fn work_files(&self) -> Vec<String> {
-        std::fs::read_dir(self.dir.path().join("work"))
+        std::fs::read_dir(self.shim.runtime().work_dir())
             .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default()
     }

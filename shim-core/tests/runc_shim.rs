@@ -54,7 +54,7 @@ impl Fixture {
     }
 
     fn work_dir_entries(&self) -> Vec<String> {
-        std::fs::read_dir(self.dir.path().join("work"))
+        std::fs::read_dir(self.shim.runtime().work_dir())
             .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default()
     }
@@ -319,4 +319,70 @@ async fn real_time_signals_reach_the_process() {
     ok(within(fx.shim.kill(KillRequest { pid: init, signal: 64, all: true })).await);
     ok(within(fx.shim.delete(DeleteRequest { pid })).await);
     ok(within(fx.shim.delete(DeleteRequest { pid: init })).await);
+}
+
+/// Runs one container with `execs` concurrent execs through `shim`, each
+/// printing its number; returns what each printed, in order.
+async fn busy_container(shim: Arc<RuncShim>, dir: PathBuf, id: String, execs: usize) -> Vec<String> {
+    let bundle = dir.join(format!("bundle-{id}"));
+    BundleBuilder::new().args(["sleep", "1000"]).build(&bundle).unwrap_or_else(|e| panic!("bundle: {e}"));
+    let req = CreateRequest { id, bundle: s(&bundle).into(), ..Default::default() };
+    let init = ok(within(shim.create(req)).await).pid;
+    ok(within(shim.start(StartRequest {})).await);
+    let mut tasks = Vec::new();
+    for n in 0..execs {
+        let (shim, out) = (Arc::clone(&shim), dir.join(format!("{init}-{n}.out")));
+        tasks.push(tokio::spawn(async move {
+            let req = ExecRequest {
+                args: vec!["echo".into(), n.to_string()],
+                stdout: s(&out).into(),
+                terminal: n % 2 == 0,
+                ..Default::default()
+            };
+            let pid = ok(within(shim.exec(req)).await).pid;
+            assert_eq!(ok(within(shim.delete(DeleteRequest { pid })).await).exit_status, 0);
+            std::fs::read_to_string(&out).unwrap_or_default().trim().to_string()
+        }));
+    }
+    let mut printed = Vec::new();
+    for t in tasks {
+        printed.push(within(t).await.unwrap_or_else(|e| panic!("exec task: {e}")));
+    }
+    ok(within(shim.delete(DeleteRequest { pid: init })).await);
+    printed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shims_share_one_work_dir() {
+    if !require_runc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let work = dir.path().join("work");
+    let make = || Arc::new(ok(RuncShim::new(RuncConfig::new(&work), shared_reaper())));
+    let (a, b) = (make(), make());
+    assert_ne!(a.runtime().work_dir(), b.runtime().work_dir());
+    let (pa, pb) = (dir.path().to_path_buf(), dir.path().to_path_buf());
+    let (ra, rb) = tokio::join!(
+        busy_container(Arc::clone(&a), pa, unique_id("shareda"), 10),
+        busy_container(Arc::clone(&b), pb, unique_id("sharedb"), 10)
+    );
+    let expected: Vec<String> = (0..10).map(|n| n.to_string()).collect();
+    assert_eq!((ra, rb), (expected.clone(), expected));
+    // Each shim removes its own directory when dropped.
+    drop((a, b));
+    assert_eq!(std::fs::read_dir(&work).map(|d| d.count()).unwrap_or(99), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_works_under_a_deep_work_dir() {
+    if !require_runc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    // Far past the 108 bytes of a unix socket address.
+    let work = dir.path().join("w".repeat(60)).join("x".repeat(60));
+    let shim = Arc::new(ok(RuncShim::new(RuncConfig::new(&work), shared_reaper())));
+    let printed = busy_container(Arc::clone(&shim), dir.path().to_path_buf(), unique_id("deep"), 2).await;
+    assert_eq!(printed, vec!["0".to_string(), "1".to_string()]);
 }

@@ -9,18 +9,42 @@ use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use tokio::io::Interest;
 use tokio::net::UnixListener;
 
-/// A listening console socket; the file is removed on drop.
+/// The longest path a unix socket address holds (`sun_path` is 108 bytes,
+/// one of them the terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// A listening console socket; the file (and its fallback directory) is
+/// removed on drop.
 pub(crate) struct ConsoleSocket {
     path: PathBuf,
+    /// A private directory made because the asked path was too long.
+    fallback_dir: Option<PathBuf>,
     listener: UnixListener,
 }
 
 impl ConsoleSocket {
-    /// Listens on `path` (inside the shim's private work directory).
+    /// Listens on `path` (inside the shim's private work directory). A path
+    /// longer than a socket address allows (a deep work directory) is
+    /// replaced by one in a fresh private directory (mode 0700) under the
+    /// system's temporary directory, so a terminal works wherever the work
+    /// directory is.
     pub fn bind(path: &Path) -> io::Result<Self> {
-        let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path)?;
-        Ok(Self { path: path.to_path_buf(), listener })
+        let (path, fallback_dir) = if path.as_os_str().len() > MAX_SOCKET_PATH {
+            let template = std::env::temp_dir().join("shim-console-XXXXXX");
+            let dir = nix::unistd::mkdtemp(&template).map_err(io::Error::from)?;
+            (dir.join("console.sock"), Some(dir))
+        } else {
+            (path.to_path_buf(), None)
+        };
+        if path.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("console socket path {} is longer than {MAX_SOCKET_PATH} bytes", path.display()),
+            ));
+        }
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        Ok(Self { path, fallback_dir, listener })
     }
 
     /// The socket path to give runc.
@@ -69,5 +93,8 @@ impl ConsoleSocket {
 impl Drop for ConsoleSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = &self.fallback_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }

@@ -44,8 +44,11 @@ pub struct RuncConfig {
     pub runtime: String,
     /// runc's `--root`, where it keeps container state. Default: runc's own.
     pub runtime_root: Option<PathBuf>,
-    /// A private directory for pid files, process specs, logs and console
-    /// sockets; created with mode 0700. Each file lives only for one runc call.
+    /// Where the shim keeps pid files, process specs, logs and console
+    /// sockets (created with mode 0700 if missing). Each shim makes its own
+    /// private subdirectory in it, so any number of shims, in one process or
+    /// many, can share one `work_dir`; the subdirectory is removed when the
+    /// shim is dropped. Each file lives only for one runc call.
     pub work_dir: PathBuf,
     /// Pass `--systemd-cgroup` to runc.
     pub systemd_cgroup: bool,
@@ -128,9 +131,20 @@ impl Drop for CallFiles {
     }
 }
 
+impl Drop for RuncRuntime {
+    fn drop(&mut self) {
+        // Only this runtime's files are in it, and none outlives its call.
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::debug!(dir = %self.dir.display(), error = %e, "cannot remove the shim's work directory");
+        }
+    }
+}
+
 /// The runc command line as a [`Runtime`].
 pub struct RuncRuntime {
     config: RuncConfig,
+    /// This runtime's own subdirectory of `config.work_dir`.
+    dir: PathBuf,
     reaper: Reaper,
     counter: AtomicU64,
     /// The binary of each container (a Create may name its own).
@@ -144,14 +158,21 @@ impl std::fmt::Debug for RuncRuntime {
 }
 
 impl RuncRuntime {
-    /// Creates the runtime and its work directory (mode 0700).
+    /// Creates the runtime and its private subdirectory of the work
+    /// directory (both mode 0700; the work directory only if missing).
     pub fn new(config: RuncConfig, reaper: Reaper) -> Result<Self> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&config.work_dir)
             .map_err(|e| ShimError::io(format!("cannot create work directory {}", config.work_dir.display()), e))?;
-        Ok(Self { config, reaper, counter: AtomicU64::new(0), binaries: Mutex::new(HashMap::new()) })
+        // A fresh directory per shim: call files are named by a counter of
+        // this runtime, which another shim on the same work_dir repeats.
+        let template = config.work_dir.join("shim-XXXXXX");
+        let dir = nix::unistd::mkdtemp(&template).map_err(|e| {
+            ShimError::io(format!("cannot create a private directory in {}", config.work_dir.display()), e)
+        })?;
+        Ok(Self { config, dir, reaper, counter: AtomicU64::new(0), binaries: Mutex::new(HashMap::new()) })
     }
 
     /// The configuration.
@@ -159,11 +180,15 @@ impl RuncRuntime {
         &self.config
     }
 
+    /// This shim's private subdirectory of [`RuncConfig::work_dir`], where
+    /// the files of its runc calls live while they run.
+    pub fn work_dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn files<const N: usize>(&self, kind: &str, exts: [&str; N]) -> (CallFiles, [PathBuf; N]) {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        // The shim's pid keeps names apart from files a crashed shim left.
-        let me = std::process::id();
-        let paths = exts.map(|ext| self.config.work_dir.join(format!("{kind}-{me}-{n}.{ext}")));
+        let paths = exts.map(|ext| self.dir.join(format!("{kind}-{n}.{ext}")));
         (CallFiles { paths: paths.to_vec() }, paths)
     }
 
