@@ -113,7 +113,7 @@ fn stats(samples: &mut [Duration]) -> Stats {
     Stats { median: at(0.5), p10: at(0.1), p90: at(0.9) }
 }
 
-fn machine() -> String {
+async fn machine(reaper: &Reaper) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -132,9 +132,9 @@ fn machine() -> String {
         })
         .unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let runc = Command::new("runc")
-        .arg("--version")
-        .output()
+    let runc = reaper
+        .output(Command::new("runc").arg("--version"))
+        .await
         .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_string())
         .unwrap_or_default();
     format!("{cores} cores ({cpu}), {mem} GiB, Linux {}, {runc}", kernel.trim())
@@ -148,20 +148,25 @@ fn shim_bin() -> PathBuf {
     std::env::var_os("SHIM_BIN").map(PathBuf::from).unwrap_or_else(|| root().join("target/release/shim"))
 }
 
-fn start_daemon(socket: &Path) -> Daemon {
-    let out = Command::new(shim_bin())
-        .arg("--socket")
-        .arg(socket)
-        .args(["--log-level", "warn", "--daemonize"])
-        .stdin(Stdio::null())
-        .output()
+/// Starts a daemon; every command of the bench runs through the reaper, the
+/// process's only waiter.
+async fn start_daemon(reaper: &Reaper, socket: &Path) -> Daemon {
+    let out = reaper
+        .output(
+            Command::new(shim_bin())
+                .arg("--socket")
+                .arg(socket)
+                .args(["--log-level", "warn", "--daemonize"])
+                .stdin(Stdio::null()),
+        )
+        .await
         .unwrap();
     assert!(out.status.success(), "shim --daemonize failed: {}", String::from_utf8_lossy(&out.stderr));
-    Daemon { pid: pid_of_socket(socket) }
+    Daemon { pid: pid_of_socket(reaper, socket).await }
 }
 
-fn pid_of_socket(socket: &Path) -> u32 {
-    let out = Command::new("fuser").arg(socket).output().unwrap();
+async fn pid_of_socket(reaper: &Reaper, socket: &Path) -> u32 {
+    let out = reaper.output(Command::new("fuser").arg(socket)).await.unwrap();
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().and_then(|p| p.parse().ok()).expect("shim pid")
 }
 
@@ -244,7 +249,7 @@ async fn main() {
     writeln!(
         doc,
         "Measured with `{command}` (criterion for the transports, `benches/benches/system.rs` for the rest) on {}.\n",
-        machine()
+        machine(&reaper).await
     )
     .unwrap();
     writeln!(doc, "The numbers are from one run on a shared 2-core machine: compare ratios within a table, not absolute times across runs.\n").unwrap();
@@ -368,7 +373,7 @@ async fn main() {
     // 5: memory of the daemon.
     eprintln!("memory: daemon idle, then after {LEAK_EXECS} and {} execs", 2 * LEAK_EXECS);
     let socket = dir.path().join("mem").join("shim.sock");
-    let daemon = start_daemon(&socket);
+    let daemon = start_daemon(&reaper, &socket).await;
     let client = connect(&socket).await;
     let req =
         CreateRequest { id: "bench-mem".into(), bundle: bundle_sleep.display().to_string(), ..Default::default() };
@@ -410,7 +415,7 @@ async fn main() {
     let mut daemons = Vec::new();
     for i in 0..SCALE_SHIMS {
         let socket = dir.path().join(format!("scale-{i}")).join("shim.sock");
-        let d = start_daemon(&socket);
+        let d = start_daemon(&reaper, &socket).await;
         let c = connect(&socket).await;
         let req = CreateRequest {
             id: format!("bench-scale-{i}"),

@@ -78,8 +78,8 @@ pub mod oom;
 pub mod reaper;
 pub mod runc;
 pub mod runtime;
-pub mod signal;
 pub mod shim;
+pub mod signal;
 pub mod spec;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -92,5 +92,5 @@ pub use reaper::{Exit, Reaper};
 pub use runc::{RuncConfig, RuncRuntime, RuncShim};
 pub use runtime::{CreateSpec, Launched, Runtime};
 pub use shim::{EventStream, Shim};
-pub use signal::Signal;
 pub use shim_proto as proto;
+pub use signal::Signal;

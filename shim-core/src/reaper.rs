@@ -24,8 +24,21 @@
 //! `spawn` safe: the standard library itself waits for a child whose `exec`
 //! failed, and must not find it already reaped.
 //!
-//! Only one `Reaper` may exist per process; share it by cloning (it is an
-//! `Arc` inside).
+//! There is one reaper per process, because `waitpid` is per process: a
+//! second one would steal exits from the first. [`Reaper::start`] therefore
+//! returns the process's reaper, starting it on the first call; every caller
+//! (any number of shims, tests, the embedding program) shares it. It is the
+//! one process-wide registry of the library, kept because the kernel's child
+//! table it guards is process-wide too.
+//!
+//! A program that links the library and runs its own children while the
+//! reaper runs spawns them through [`Reaper::spawn`] (a `std::process::Child`
+//! and its exit) or [`Reaper::output`] (the equivalent of
+//! `Command::output`), never by waiting for them itself.
+//!
+//! If the reaper thread ever died (a panic), every pending and later
+//! [`ExitWaiter::wait`] returns `None` instead of hanging, and the next
+//! [`Reaper::start`] starts a new thread.
 
 use std::collections::HashMap;
 use std::io;
@@ -55,10 +68,15 @@ pub struct Exit {
     pub pid: u32,
     /// Its exit code, or 128 + the signal that killed it.
     pub status: u32,
+    /// The wait status as `waitpid` reported it (for
+    /// `std::os::unix::process::ExitStatusExt::from_raw`).
+    pub raw: i32,
 }
 
 #[derive(Default)]
 struct Table {
+    /// Set when the reaper thread has died: nothing will be delivered.
+    dead: bool,
     /// Subscribers per pid; an entry exists until the pid is reaped.
     waiters: HashMap<i32, Vec<oneshot::Sender<Exit>>>,
     /// Active monitors, each with the exits seen since it was taken.
@@ -106,7 +124,8 @@ impl ExitWaiter {
         self.pid
     }
 
-    /// Waits for the exit. `None` only if the reaper thread died.
+    /// Waits for the exit. `None` only if the reaper thread died (then at
+    /// once, never a hang).
     pub async fn wait(self) -> Option<Exit> {
         self.rx.await.ok()
     }
@@ -135,6 +154,8 @@ impl Monitor {
             Some(exit) => {
                 let _ = tx.send(exit);
             }
+            // Dropping the sender makes the waiter return `None`.
+            None if table.dead => drop(tx),
             None => table.waiters.entry(pid_i32(pid)).or_default().push(tx),
         }
         ExitWaiter { pid, rx }
@@ -152,25 +173,42 @@ fn pid_i32(pid: u32) -> i32 {
 }
 
 impl Reaper {
-    /// Makes the process a child subreaper and starts the reaper thread.
-    ///
-    /// Call it once per process (tests share one through
-    /// `testing::shared_reaper`).
+    /// The process's reaper: on the first call, makes the process a child
+    /// subreaper and starts the reaper thread; later calls return the same
+    /// reaper (a clone), so two parts of a program can never run two.
     pub fn start() -> Result<Self, ReaperError> {
+        static PROCESS_REAPER: Mutex<Option<Reaper>> = Mutex::new(None);
+        let mut slot = PROCESS_REAPER.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reaper) = slot.as_ref().filter(|r| !r.inner.lock().dead) {
+            return Ok(reaper.clone());
+        }
         nix::sys::prctl::set_child_subreaper(true).map_err(ReaperError::Subreaper)?;
         let inner = Arc::new(Inner { table: Mutex::new(Table::default()), spawned: Condvar::new() });
         let thread_inner = Arc::clone(&inner);
         std::thread::Builder::new()
             .name("shim-reaper".into())
             .stack_size(64 * 1024)
-            .spawn(move || reap_loop(&thread_inner))
+            .spawn(move || {
+                let _dead = DeadOnExit(&thread_inner);
+                reap_loop(&thread_inner);
+            })
             .map_err(ReaperError::Thread)?;
-        Ok(Self { inner })
+        let reaper = Self { inner };
+        *slot = Some(reaper.clone());
+        Ok(reaper)
+    }
+
+    /// Whether `self` and `other` are the same reaper.
+    pub fn same_as(&self, other: &Reaper) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Spawns `cmd` and subscribes to its exit before it can be reaped.
     pub fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, ExitWaiter)> {
         let mut table = self.inner.lock();
+        if table.dead {
+            return Err(io::Error::other("the reaper thread has died; start a new one with Reaper::start"));
+        }
         let child = cmd.spawn()?;
         let pid = child.id();
         let (tx, rx) = oneshot::channel();
@@ -179,6 +217,35 @@ impl Reaper {
         drop(table);
         self.inner.spawned.notify_all();
         Ok((child, ExitWaiter { pid, rx }))
+    }
+
+    /// Runs `cmd` to its end and collects its output, like
+    /// `std::process::Command::output`, with the reaper doing the waiting:
+    /// a program that links the shim runs its own commands this way.
+    /// stdin is what `cmd` sets (inherited by default, as with `spawn`);
+    /// stdout and stderr are captured.
+    pub async fn output(&self, cmd: &mut Command) -> io::Result<std::process::Output> {
+        use std::os::unix::process::ExitStatusExt;
+        use tokio::io::AsyncReadExt;
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let (mut child, waiter) = self.spawn(cmd)?;
+        let read = |pipe: Option<std::fs::File>| async move {
+            let mut buf = Vec::new();
+            if let Some(file) = pipe {
+                let mut rx = tokio::net::unix::pipe::Receiver::from_file_unchecked(file)?;
+                rx.read_to_end(&mut buf).await?;
+            }
+            io::Result::Ok(buf)
+        };
+        let stdout = child.stdout.take().map(|p| std::fs::File::from(std::os::fd::OwnedFd::from(p)));
+        let stderr = child.stderr.take().map(|p| std::fs::File::from(std::os::fd::OwnedFd::from(p)));
+        let (stdout, stderr, exit) = tokio::join!(read(stdout), read(stderr), waiter.wait());
+        let exit = exit.ok_or_else(|| io::Error::other("the reaper thread has died"))?;
+        Ok(std::process::Output {
+            status: std::process::ExitStatus::from_raw(exit.raw),
+            stdout: stdout?,
+            stderr: stderr?,
+        })
     }
 
     /// Starts recording exits; see [`Monitor`].
@@ -223,9 +290,9 @@ impl Reaper {
 fn exit_status(pid: i32, status: libc::c_int) -> Option<Exit> {
     let pid = pid.unsigned_abs();
     if libc::WIFEXITED(status) {
-        Some(Exit { pid, status: libc::WEXITSTATUS(status).unsigned_abs() })
+        Some(Exit { pid, status: libc::WEXITSTATUS(status).unsigned_abs(), raw: status })
     } else if libc::WIFSIGNALED(status) {
-        Some(Exit { pid, status: 128 + libc::WTERMSIG(status).unsigned_abs() })
+        Some(Exit { pid, status: 128 + libc::WTERMSIG(status).unsigned_abs(), raw: status })
     } else {
         None
     }
@@ -254,6 +321,19 @@ fn reap(pid: i32) -> Result<Option<Exit>, Errno> {
         0 => Ok(None),
         r if r < 0 => Err(Errno::last()),
         r => Ok(exit_status(r, status)),
+    }
+}
+
+/// Marks the reaper dead when its thread ends (only by a panic) and drops
+/// every pending subscription, so that no waiter hangs.
+struct DeadOnExit<'a>(&'a Inner);
+
+impl Drop for DeadOnExit<'_> {
+    fn drop(&mut self) {
+        let mut table = self.0.lock();
+        table.dead = true;
+        table.waiters.clear();
+        tracing::error!("the reaper thread has died; exits are no longer delivered");
     }
 }
 
@@ -298,5 +378,67 @@ fn deliver(table: &mut Table, exit: Exit) {
         for tx in waiters {
             let _ = tx.send(exit);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => panic!("runtime: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_process_has_one_reaper_and_its_own_commands_run_through_it() {
+        let (a, b) = match (Reaper::start(), Reaper::start()) {
+            (Ok(a), Ok(b)) => (a, b),
+            _ => panic!("cannot start the reaper"),
+        };
+        assert!(a.same_as(&b), "a second start must return the first reaper");
+        let rt = runtime();
+        for i in 0..25 {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", &format!("echo out{i}; echo err >&2; exit {}", i % 3)]);
+            let out = rt
+                .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(30), b.output(&mut cmd)).await });
+            let out = match out {
+                Ok(Ok(out)) => out,
+                other => panic!("command {i}: {other:?}"),
+            };
+            assert_eq!(out.status.code(), Some(i % 3));
+            assert_eq!(out.stdout, format!("out{i}\n").into_bytes());
+            assert_eq!(out.stderr, b"err\n".to_vec());
+        }
+    }
+
+    #[test]
+    fn waiters_of_a_dead_reaper_return_none_instead_of_hanging() {
+        let inner = Arc::new(Inner { table: Mutex::new(Table::default()), spawned: Condvar::new() });
+        let (tx, rx) = oneshot::channel();
+        inner.lock().waiters.entry(12345).or_default().push(tx);
+        let pending = ExitWaiter { pid: 12345, rx };
+        let monitor = Monitor { inner: Arc::clone(&inner), id: 0 };
+        let thread_inner = Arc::clone(&inner);
+        let died = std::thread::spawn(move || {
+            let _dead = DeadOnExit(&thread_inner);
+            panic!("the reaper thread fails");
+        })
+        .join();
+        assert!(died.is_err());
+        let rt = runtime();
+        let later = monitor.watch(54321);
+        let got = rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                (pending.wait().await, later.wait().await)
+            })
+            .await
+        });
+        assert_eq!(got.ok(), Some((None, None)));
+        let reaper = Reaper { inner };
+        assert!(reaper.spawn(&mut Command::new("true")).is_err());
     }
 }

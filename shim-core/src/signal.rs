@@ -62,10 +62,8 @@ impl Signal {
 
     /// Sends it to `pid` with `kill(2)`.
     pub fn send(self, pid: u32) -> std::io::Result<()> {
-        let pid = i32::try_from(pid)
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;
+        let pid =
+            i32::try_from(pid).ok().filter(|p| *p > 0).ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;
         // SAFETY: kill(2) takes two integers and touches no memory of ours;
         // the pid is positive, so it addresses one process, never a group.
         let rc = unsafe { libc::kill(pid, self.0) };

@@ -194,7 +194,10 @@ fn exec_capabilities(asked: &[String], bundle: Option<&Value>) -> Value {
     let mut out = serde_json::Map::new();
     for set in SETS {
         let allowed: Option<Vec<&str>> = bundle.map(|b| {
-            b.get(set).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+            b.get(set)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default()
         });
         // Inheritable is never granted by a request (runc does not set it
         // from the seed's one list either); only the bundle's is kept.
@@ -285,7 +288,8 @@ pub fn exec_process(req: &ExecRequest, defaults: &ProcessDefaults) -> Result<Val
         if !rlimits.is_empty() {
             obj.insert("rlimits".into(), Value::Array(rlimits));
         }
-        let or_default = |asked: &str, bundle: &str| if asked.is_empty() { bundle.to_string() } else { asked.to_string() };
+        let or_default =
+            |asked: &str, bundle: &str| if asked.is_empty() { bundle.to_string() } else { asked.to_string() };
         let apparmor = or_default(&req.apparmor_profile, &defaults.apparmor_profile);
         if !apparmor.is_empty() {
             obj.insert("apparmorProfile".into(), json!(apparmor));
@@ -385,10 +389,8 @@ mod tests {
         assert_eq!(p["selinuxLabel"], json!("s0"));
         assert_eq!(p["capabilities"]["bounding"], json!(["CAP_KILL", "CAP_CHOWN"]));
         // Asking for more than the bundle has gets the intersection only.
-        let asked = ExecRequest {
-            capabilities: vec!["CAP_SYS_ADMIN".into(), "CAP_CHOWN".into(), "CAP_KILL".into()],
-            ..req()
-        };
+        let asked =
+            ExecRequest { capabilities: vec!["CAP_SYS_ADMIN".into(), "CAP_CHOWN".into(), "CAP_KILL".into()], ..req() };
         let p = exec_process(&asked, &d).unwrap_or_default();
         assert_eq!(
             p["capabilities"],

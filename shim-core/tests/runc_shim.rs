@@ -307,9 +307,9 @@ async fn real_time_signals_reach_the_process() {
     }
     let fx = Fixture::new("rtsig");
     let init = running(&fx).await;
-    let pid = ok(within(fx.shim.exec(ExecRequest { args: vec!["sleep".into(), "1000".into()], ..Default::default() }))
-        .await)
-    .pid;
+    let pid =
+        ok(within(fx.shim.exec(ExecRequest { args: vec!["sleep".into(), "1000".into()], ..Default::default() })).await)
+            .pid;
     // SIGRTMIN+3 as glibc numbers it: how systemd in a container is stopped.
     ok(within(fx.shim.kill(KillRequest { pid, signal: 37, all: false })).await);
     assert_eq!(ok(within(fx.shim.wait(WaitRequest { pid })).await).exit_status, 128 + 37);
