@@ -8,3 +8,4 @@
 pub mod ctl;
 pub mod daemon;
 pub mod demo;
+pub mod logs;

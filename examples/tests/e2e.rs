@@ -429,3 +429,73 @@ fn sigterm_after_a_client_vanished_mid_create_still_removes_the_container() {
     let list = Command::new("runc").args(["list", "-q"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&list.stdout).lines().any(|l| l == id), "runc still lists {id}");
 }
+
+/// Starts `shim` with stderr on a pipe and returns it with the pipe's read
+/// end, once the ready line was read from it.
+fn start_shim_logging(socket: &Path, args: &[&str]) -> (Child, std::io::BufReader<std::process::ChildStderr>) {
+    let mut child = Command::new(SHIM)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("ready ") {
+        line.clear();
+        assert!(lines.read_line(&mut line).unwrap() > 0, "shim exited before it was ready");
+    }
+    (child, lines)
+}
+
+#[test]
+fn a_shim_whose_log_reader_is_gone_keeps_serving() {
+    if !require_runc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run").join("shim.sock");
+    let b = bundle(dir.path(), BundleBuilder::new().args(["sh", "-c", "exit 4"]));
+    // Debug logs a line for each runc call: plenty of writes to a dead pipe.
+    let (mut shim, reader) = start_shim_logging(&socket, &["--log-level", "debug"]);
+    drop(reader);
+    let pid = stdout_of(&shimctl(&socket, &["create", "--id", "e2e-epipe", "--bundle", b.to_str().unwrap()]));
+    stdout_of(&shimctl(&socket, &["start"]));
+    assert_eq!(stdout_of(&shimctl(&socket, &["wait", "--pid", &pid])), "4");
+    assert_eq!(stdout_of(&shimctl(&socket, &["delete", "--pid", &pid])), "4");
+    // It then exits as usual (0), not by a panic in its logger.
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = shim.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < T, "shim did not exit after its init was deleted");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn logs_are_plain_text_off_a_terminal_and_json_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    for (format, check) in [("text", false), ("json", true)] {
+        let socket = dir.path().join(format).join("shim.sock");
+        let (mut shim, mut reader) = start_shim_logging(&socket, &["--log-format", format]);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .unwrap();
+        let mut rest = String::new();
+        reader.read_to_string(&mut rest).unwrap();
+        assert!(shim.wait().unwrap().success());
+        let lines: Vec<&str> = rest.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(!lines.is_empty(), "{format}: no log line on SIGTERM");
+        assert!(!rest.contains('\u{1b}'), "{format}: ANSI escapes in logs off a terminal: {rest:?}");
+        for line in lines {
+            let parsed = serde_json::from_str::<serde_json::Value>(line).is_ok();
+            assert_eq!(parsed, check, "{format}: {line}");
+        }
+    }
+}

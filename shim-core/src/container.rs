@@ -191,6 +191,9 @@ impl<R: Runtime> ContainerShim<R> {
 
     /// Follows one process to its EXIT event.
     async fn on_exit(&self, proc: Arc<Proc>, id: String, exit: BoxFuture<'static, Option<u32>>, mut pumps: Pumps) {
+        // Whatever happens below (a panic, the task dropped with its
+        // runtime), the process's waiters complete and its EXIT goes out.
+        let _exit_anyway = ExitOnDrop { shim: self, proc: &proc, id: &id };
         let status = exit.await.unwrap_or(255);
         {
             // Under the state lock: an Exec checks the init and counts itself
@@ -200,7 +203,7 @@ impl<R: Runtime> ContainerShim<R> {
         }
         pumps.drain(self.inner.config.io_grace).await;
         if proc.init {
-            let deadline = tokio::time::Instant::now() + self.inner.config.exec_exit_grace;
+            let deadline = io::deadline_after(self.inner.config.exec_exit_grace);
             // An exec being started now is either refused or registered.
             let mut starting = self.inner.execs_starting.subscribe();
             let _ = tokio::time::timeout_at(deadline, starting.wait_for(|n| *n == 0)).await;
@@ -302,6 +305,33 @@ impl<R: Runtime> ContainerShim<R> {
         }
         self.spawn_exit(proc, req.id, exit, pumps);
         Ok(CreateResponse { pid })
+    }
+}
+
+/// Publishes a process's EXIT and completes its waiters if its exit handling
+/// ended without doing so (a panic in it, or its task dropped): a Wait or
+/// Delete must never hang on a process that is gone. The status is the
+/// reaped one, or 255 if not even that was known.
+struct ExitOnDrop<'a, R: Runtime> {
+    shim: &'a ContainerShim<R>,
+    proc: &'a Arc<Proc>,
+    id: &'a str,
+}
+
+impl<R: Runtime> Drop for ExitOnDrop<'_, R> {
+    fn drop(&mut self) {
+        if self.proc.exited.borrow().is_some() {
+            return;
+        }
+        let status = self.proc.reaped().unwrap_or(255);
+        {
+            let _state = lock(&self.shim.inner.state);
+            lock(&self.proc.reaped).get_or_insert(status);
+        }
+        tracing::error!(pid = self.proc.pid, status, "exit handling ended early; publishing the exit now");
+        self.shim.publish(self.id, EventType::Exit, self.proc.pid, status);
+        self.proc.exited.send_replace(Some(status));
+        lock(&self.proc.console).take();
     }
 }
 

@@ -315,7 +315,7 @@ impl Pumps {
     pub async fn drain(&mut self, grace: Duration) {
         // Progress alone could hold the EXIT forever (a surviving background
         // child that keeps writing): cap the whole wait too.
-        let cap = tokio::time::Instant::now() + grace * MAX_DRAIN_GRACES;
+        let cap = deadline_after(grace.saturating_mul(MAX_DRAIN_GRACES));
         let mut last = self.progress.load(Ordering::Relaxed);
         for handle in &mut self.outputs {
             loop {
@@ -463,6 +463,13 @@ async fn copy_out<R: AsyncRead + Unpin>(mut src: R, sink: OutputSink, progress: 
     if let Some(mut w) = writer {
         let _ = w.flush().await;
     }
+}
+
+/// The instant `d` from now, or a century from now for a `d` beyond what an
+/// `Instant` holds (`Duration::MAX` as "no limit" must not panic).
+pub(crate) fn deadline_after(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// Sets the window size of a pty (columns and rows).

@@ -5,14 +5,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use shim_examples::daemon::{run, DaemonConfig};
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
+use shim_examples::logs::{self, LogFormat};
 
 /// Serve one container's shim over gRPC on a unix socket.
 ///
@@ -41,7 +36,8 @@ struct Args {
     /// Log level: off, error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     log_level: String,
-    /// Log format on stderr.
+    /// Log format on stderr: text (coloured only on a terminal without
+    /// NO_COLOR) or json (one object per line).
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
     /// Detach: run in a new session with stdio on /dev/null. The command
@@ -57,11 +53,7 @@ fn init_logs(args: &Args) {
         eprintln!("shim: unknown --log-level {:?}; using info", args.log_level);
         tracing_subscriber::filter::LevelFilter::INFO
     });
-    let builder = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    logs::init(level, args.log_format);
 }
 
 /// Forks; the parent waits for the child's readiness report on a pipe and
@@ -156,7 +148,8 @@ fn main() -> ExitCode {
     };
     let mut report_err = report.as_ref().and_then(|f| f.try_clone().ok());
     let result = runtime.block_on(run(config, |socket| {
-        eprintln!("ready {}", socket.display());
+        // Not eprintln!: it panics when stderr's reader is gone.
+        let _ = writeln!(std::io::stderr(), "ready {}", socket.display());
         if let Some(mut f) = report {
             let _ = writeln!(f, "ready {}", socket.display());
         }
@@ -171,7 +164,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "shim failed");
-            eprintln!("shim: {e}");
+            let _ = writeln!(std::io::stderr(), "shim: {e}");
             if let Some(f) = report_err.as_mut() {
                 let _ = write!(f, "{e}");
             }
