@@ -271,6 +271,7 @@ impl<R: Runtime> ContainerShim<R> {
         let launched = match self.inner.runtime.create(&spec, stdio).await {
             Ok(l) => l,
             Err(e) => {
+                prepared.abandon();
                 // The runtime may have created the container before failing;
                 // but a container that existed before is not ours to remove.
                 if e.code() != crate::Code::AlreadyExists {
@@ -473,7 +474,13 @@ impl<R: Runtime> ContainerShim<R> {
         let _starting = StartingGuard(&self.inner.execs_starting);
         let process = spec::exec_process(&req, &defaults)?;
         let (prepared, stdio) = PreparedIo::prepare(req.terminal, &req.stdin, &req.stdout, &req.stderr)?;
-        let Launched { pid, exit, console, .. } = self.inner.runtime.exec(&id, &process, stdio).await?;
+        let Launched { pid, exit, console, .. } = match self.inner.runtime.exec(&id, &process, stdio).await {
+            Ok(launched) => launched,
+            Err(e) => {
+                prepared.abandon();
+                return Err(e);
+            }
+        };
         // From here on a failure must not leave the process running untracked.
         let kill = |e: ShimError| {
             let _ = self.inner.runtime.signal(pid, Signal::KILL);

@@ -9,10 +9,18 @@
 //!   end-of-file when the client closes its end: the process sees EOF only on
 //!   `CloseStdin`, and a client may re-open the FIFO to write more.
 //! - A stdout or stderr FIFO is opened for writing in the background, so an
-//!   RPC never waits for the client's reader. Until the reader comes the
-//!   process can fill its pipe and then blocks on write. If the reader goes
-//!   away later, the rest of the output is read and discarded, so the process
-//!   is never blocked forever by a reader that left.
+//!   RPC never waits for the client's reader: a non-blocking open is retried
+//!   (1 ms doubling to 50 ms) until a reader is there, so no thread is ever
+//!   parked on it. Until the reader comes the process can fill its pipe and
+//!   then blocks on write. If the reader goes away later, the rest of the
+//!   output is read and discarded, so the process is never blocked forever
+//!   by a reader that left.
+//! - Every output FIFO a request names is opened and closed, so its reader
+//!   gets end-of-file: after the process's last byte (also when it wrote
+//!   none, and for a terminal process's unused stderr), and at once for a
+//!   process that never started.
+//! - After an exit, every write to a reader counts as progress, partial
+//!   writes included: a slow but live reader gets the whole tail.
 //! - With a terminal, stdin is copied to the pty master and the master to
 //!   stdout; stderr is unused.
 
@@ -133,6 +141,9 @@ pub(crate) struct PreparedIo {
     stdin: Option<(OwnedFd, OwnedFd)>,
     outputs: Vec<(OwnedFd, PathBuf)>,
     terminal: Option<(Input, Output)>,
+    /// A FIFO named as stderr of a terminal process, which writes none: its
+    /// reader still gets an end-of-file.
+    unused: Option<PathBuf>,
 }
 
 impl PreparedIo {
@@ -143,12 +154,15 @@ impl PreparedIo {
         let out = open_output("stdout", stdout)?;
         if terminal {
             // stderr is unused with a terminal, but a bad path is still an error.
-            let _ = open_output("stderr", stderr)?;
-            let prepared = Self { stdin: None, outputs: Vec::new(), terminal: Some((input, out)) };
+            let unused = match open_output("stderr", stderr)? {
+                Output::Fifo(path) => Some(path),
+                Output::Null | Output::File(_) => None,
+            };
+            let prepared = Self { stdin: None, outputs: Vec::new(), terminal: Some((input, out)), unused };
             return Ok((prepared, ProcessStdio { terminal: true, ..Default::default() }));
         }
         let err = open_output("stderr", stderr)?;
-        let mut prepared = Self { stdin: None, outputs: Vec::new(), terminal: None };
+        let mut prepared = Self { stdin: None, outputs: Vec::new(), terminal: None, unused: None };
         let stdin = match input {
             Input::Null => None,
             Input::File(f) => Some(f.into()),
@@ -175,10 +189,28 @@ impl PreparedIo {
         })
     }
 
+    /// Gives up on a process that never started: the readers of its output
+    /// FIFOs get their end-of-file now (see [`close_fifos`]).
+    pub fn abandon(self) {
+        let mut paths: Vec<PathBuf> = self.outputs.into_iter().map(|(_, path)| path).collect();
+        if let Some((_, Output::Fifo(path))) = self.terminal {
+            paths.push(path);
+        }
+        paths.extend(self.unused);
+        close_fifos(paths);
+    }
+
     /// Starts the copies, once the process exists. `console` is the pty master of
     /// a terminal process.
     pub fn start(self, console: Option<OwnedFd>) -> Result<Pumps> {
         let mut pumps = Pumps::default();
+        if let Some(path) = self.unused {
+            // Opened and closed like an output that was never written to;
+            // the drain bounds the wait for its reader.
+            pumps.outputs.push(tokio::spawn(async move {
+                let _ = open_fifo_writer(path).await;
+            }));
+        }
         if let Some((input, output)) = self.terminal {
             let Some(master) = console else {
                 return Err(ShimError::Internal("terminal process without a console".into()));
@@ -348,55 +380,52 @@ impl Drop for Pumps {
     }
 }
 
-/// The state shared by a FIFO's blocking open and whoever gives up on it.
-#[derive(Default)]
-struct PendingOpen {
-    /// Set once the open finished, or once it was given up.
-    done: bool,
-    /// A reader of our own that releases a blocked open; the opener closes it.
-    release: Option<File>,
-}
+/// The first and the longest pause between two attempts to open an output
+/// FIFO whose reader has not come yet.
+const FIFO_RETRY_FIRST: Duration = Duration::from_millis(1);
+const FIFO_RETRY_MAX: Duration = Duration::from_millis(50);
 
-/// Gives up a FIFO open still pending when the copy is dropped: an opener
-/// that has not started never opens; one blocked in `open` is released by a
-/// reader of our own and closes both ends at once. A client that opens the
-/// FIFO later never meets a writer of an abandoned stream.
-struct GiveUpOnDrop {
-    shared: Arc<std::sync::Mutex<PendingOpen>>,
-    path: PathBuf,
-}
-
-impl Drop for GiveUpOnDrop {
-    fn drop(&mut self) {
-        let mut pending = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        if !pending.done {
-            pending.done = true;
-            pending.release = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&self.path).ok();
+/// Opens an output FIFO for writing once a reader has it open.
+///
+/// Never parks a thread: a blocking `open(O_WRONLY)` waits in the kernel
+/// until a reader comes, and one whose FIFO was unlinked meanwhile waits for
+/// ever, so each such stream would hold a blocking-pool thread for good.
+/// Instead a non-blocking open is tried (`ENXIO` while there is no reader),
+/// again after 1, 2, 4 … up to 50 ms. Dropping the future gives up at once,
+/// and a reader that comes later never meets a writer of an abandoned
+/// stream. An unlinked FIFO fails with its error (`ENOENT`).
+async fn open_fifo_writer(path: PathBuf) -> io::Result<pipe::Sender> {
+    let mut pause = FIFO_RETRY_FIRST;
+    loop {
+        match try_open_fifo_writer(&path) {
+            Ok(Some(file)) => return pipe::Sender::from_file(file),
+            Ok(None) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(FIFO_RETRY_MAX);
+            }
+            Err(e) => return Err(e),
         }
     }
 }
 
-async fn open_fifo_writer(path: PathBuf) -> io::Result<pipe::Sender> {
-    let shared = Arc::new(std::sync::Mutex::new(PendingOpen::default()));
-    let _guard = GiveUpOnDrop { shared: Arc::clone(&shared), path: path.clone() };
-    let file = tokio::task::spawn_blocking(move || {
-        let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
-        if lock().done {
-            return Err(io::Error::other("output abandoned before its fifo was opened"));
+/// One non-blocking attempt: `None` while the FIFO has no reader.
+fn try_open_fifo_writer(path: &Path) -> io::Result<Option<File>> {
+    match OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY).open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Gives the readers of output FIFOs their end-of-file when the process
+/// that was to write them never ran: each FIFO that has a reader now is
+/// opened and closed at once. A reader that comes later is not waited for.
+fn close_fifos(paths: impl IntoIterator<Item = PathBuf>) {
+    for path in paths {
+        if let Ok(Some(file)) = try_open_fifo_writer(&path) {
+            drop(file);
         }
-        let opened = OpenOptions::new().write(true).custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY).open(&path);
-        let mut pending = lock();
-        if pending.done {
-            // Given up while blocked: our reader and this writer close together.
-            pending.release = None;
-            return Err(io::Error::other("output abandoned while its fifo was being opened"));
-        }
-        pending.done = true;
-        opened
-    })
-    .await
-    .map_err(io::Error::other)??;
-    pipe::Sender::from_file(file)
+    }
 }
 
 async fn copy_out<R: AsyncRead + Unpin>(mut src: R, sink: OutputSink, progress: Arc<AtomicU64>) {
@@ -430,10 +459,21 @@ async fn copy_out<R: AsyncRead + Unpin>(mut src: R, sink: OutputSink, progress: 
             }
         };
         let n = match n {
-            Ok(0) => break,
-            Ok(n) => n,
-            // EIO: a pty master whose slave side is closed: end of output.
-            Err(_) => break,
+            Ok(n) if n > 0 => n,
+            // 0: end of output. EIO: a pty master whose slave side is closed.
+            Ok(_) | Err(_) => {
+                if writer.is_none() {
+                    if let Some(open) = pending_open.take() {
+                        // The process wrote nothing (or nothing since): its
+                        // reader still gets an end-of-file, once it is there.
+                        // The drain's grace bounds this wait.
+                        if let Ok(tx) = open.await {
+                            writer = Some(Box::new(tx));
+                        }
+                    }
+                }
+                break;
+            }
         };
         progress.fetch_add(n as u64, Ordering::Relaxed);
         let Some(chunk) = buf.get(..n) else { break };
@@ -450,19 +490,37 @@ async fn copy_out<R: AsyncRead + Unpin>(mut src: R, sink: OutputSink, progress: 
             }
         }
         if let Some(w) = writer.as_mut() {
-            if let Err(e) = w.write_all(chunk).await {
+            if let Err(e) = write_counting(w, chunk, &progress).await {
                 // The reader went away: keep draining so the process is not
                 // blocked, discarding what nobody can read.
                 tracing::info!(error = %e, "output reader gone; discarding the rest");
                 writer = None;
-            } else {
-                progress.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
     if let Some(mut w) = writer {
         let _ = w.flush().await;
     }
+}
+
+/// Writes all of `chunk`, counting every partial write as progress: a slow
+/// reader that takes a byte at a time is alive, and the drain after an exit
+/// must keep waiting for it.
+async fn write_counting<W: AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    chunk: &[u8],
+    progress: &AtomicU64,
+) -> io::Result<()> {
+    let mut rest = chunk;
+    while !rest.is_empty() {
+        let n = w.write(rest).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        progress.fetch_add(1, Ordering::Relaxed);
+        rest = rest.get(n..).unwrap_or_default();
+    }
+    Ok(())
 }
 
 /// The instant `d` from now, or a century from now for a `d` beyond what an

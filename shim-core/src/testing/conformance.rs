@@ -46,6 +46,8 @@ pub enum Program {
     TtySizeAfterLine,
     /// Writes this many zero bytes to stdout and exits 0.
     Zeros(usize),
+    /// A binary that does not exist: the runtime fails to start it.
+    Missing,
 }
 
 /// Which kind of runtime runs the programs.
@@ -78,6 +80,8 @@ impl Programs {
                 vec![format!("out:{stdout}"), format!("err:{stderr}"), format!("exit:{code}")]
             }
             (Programs::Fake, Program::Sleep) => vec!["sleep".into()],
+            // An unknown step fails in the fake as a missing binary does in runc.
+            (_, Program::Missing) => vec!["/no/such/binary".into()],
             (Programs::Fake, Program::Cat) => vec!["cat".into()],
             (Programs::Fake, Program::TtySizeAfterLine) => vec!["line".into(), "winsize".into()],
             (Programs::Fake, Program::Zeros(n)) => vec![format!("bytes:{n}")],
@@ -541,6 +545,39 @@ pub async fn resume_events(h: &dyn Harness) {
     assert_eq!(sc.delete(init).await, 137);
 }
 
+/// Every output FIFO a request names gets its end-of-file: from an init and
+/// an exec that write nothing, and from an exec that never started (before
+/// its error returns), so a client that reads to EOF never hangs.
+pub async fn silent_output_ends(h: &dyn Harness) {
+    let Some(sc) = Scenario::new(h, "silent").await else { return };
+    let silent = Program::Exit { stdout: "", stderr: "", code: 0 };
+    let (out, err) = (sc.fifo("out"), sc.fifo("err"));
+    let readers = (read_fifo(Path::new(&out)), read_fifo(Path::new(&err)));
+    let pid = sc.create(&silent, false, "", &out, &err).await;
+    ok(within(sc.shim.start(StartRequest {})).await);
+    assert_eq!(sc.wait(pid).await, 0);
+    assert_eq!((read(readers.0).await, read(readers.1).await), (Vec::new(), Vec::new()));
+    assert_eq!(sc.delete(pid).await, 0);
+
+    let init = sc.running().await;
+    let (out, err) = (sc.fifo("exec-out"), sc.fifo("exec-err"));
+    let readers = (read_fifo(Path::new(&out)), read_fifo(Path::new(&err)));
+    let req = ExecRequest { args: sc.args(&silent), stdout: out, stderr: err, ..Default::default() };
+    let pid = ok(within(sc.shim.exec(req)).await).pid;
+    assert_eq!(sc.wait(pid).await, 0);
+    assert_eq!((read(readers.0).await, read(readers.1).await), (Vec::new(), Vec::new()));
+    assert_eq!(sc.delete(pid).await, 0);
+
+    let (out, err) = (sc.fifo("failed-out"), sc.fifo("failed-err"));
+    let open = |p: &str| crate::testing::FifoReader::open_now(Path::new(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let readers = (open(&out), open(&err));
+    let req = ExecRequest { args: sc.args(&Program::Missing), stdout: out, stderr: err, ..Default::default() };
+    assert!(within(sc.shim.exec(req)).await.is_err());
+    let got = (readers.0.read_to_eof(STEP_TIMEOUT).await, readers.1.read_to_eof(STEP_TIMEOUT).await);
+    assert_eq!(got, (Some(Vec::new()), Some(Vec::new())), "a reader of a failed exec's output saw no EOF");
+    assert_eq!(sc.delete(init).await, 137);
+}
+
 /// An exited exec not yet deleted keeps its pid: an exec that the kernel gave
 /// the same pid (after pids wrapped) is refused, so Wait and Delete of the
 /// old pid never reach the new process.
@@ -582,7 +619,7 @@ macro_rules! conformance_tests {
     ($harness:expr) => {
         $crate::conformance_tests!(@each $harness;
             lifecycle, exec_and_state, pty_resize, events_order, kill_and_wait, close_stdin, big_output, bad_input,
-            resume_events, pid_reuse);
+            resume_events, pid_reuse, silent_output_ends);
     };
     (@each $harness:expr; $($name:ident),*) => {
         $(

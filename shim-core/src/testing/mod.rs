@@ -337,16 +337,78 @@ pub fn mkfifo(path: &Path) -> io::Result<()> {
 }
 
 /// Reads a FIFO the way a client does: opens it for reading (waiting for the
-/// shim's writer) and reads to end-of-file, in a blocking thread.
+/// shim's writer) and reads to end-of-file, in a thread of its own.
+///
+/// A detached thread rather than tokio's blocking pool: a reader that never
+/// sees EOF (the bug a test looks for) then fails the test at its timeout,
+/// instead of holding the test's runtime open at shutdown for ever.
 pub fn read_fifo(path: &Path) -> tokio::task::JoinHandle<io::Result<Vec<u8>>> {
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("fifo-reader".into()).spawn(move || {
         use std::io::Read;
-        let mut f = fs::File::open(&path)?;
-        let mut out = Vec::new();
-        f.read_to_end(&mut out)?;
-        Ok(out)
+        let read = fs::File::open(&path).and_then(|mut f| {
+            let mut out = Vec::new();
+            f.read_to_end(&mut out).map(|_| out)
+        });
+        let _ = tx.send(read);
+    });
+    tokio::spawn(async move {
+        spawned?;
+        rx.await.unwrap_or_else(|_| Err(io::Error::other("fifo reader thread ended without a result")))
     })
+}
+
+/// A reader of a FIFO that is open from the moment it is made (unlike
+/// [`read_fifo`], whose thread may not have reached `open` yet), for tests
+/// that need a reader present before a call.
+pub struct FifoReader {
+    file: fs::File,
+}
+
+impl FifoReader {
+    /// Opens `path` for reading without waiting for a writer.
+    pub fn open_now(path: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+        Ok(Self { file })
+    }
+
+    /// Reads until end-of-file, which on Linux a reader sees only once a
+    /// writer has opened the FIFO and every writer has closed it (a FIFO
+    /// nobody ever opened for writing never reports it). `None` if that did
+    /// not happen within `timeout`.
+    pub async fn read_to_eof(self, timeout: std::time::Duration) -> Option<Vec<u8>> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let task = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + timeout;
+            let mut out = Vec::new();
+            let mut buf = [0u8; 65536];
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                let ms = PollTimeout::try_from(left.as_millis().min(1000) as i32).unwrap_or(PollTimeout::NONE);
+                let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLIN)];
+                if poll(&mut fds, ms).is_err() {
+                    continue;
+                }
+                let revents = fds.first().and_then(PollFd::revents).unwrap_or(PollFlags::empty());
+                if revents.contains(PollFlags::POLLIN) {
+                    match nix::unistd::read(self.file.as_fd(), &mut buf) {
+                        Ok(n) if n > 0 => out.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                        Ok(_) if revents.contains(PollFlags::POLLHUP) => return Some(out),
+                        _ => {}
+                    }
+                } else if revents.contains(PollFlags::POLLHUP) {
+                    return Some(out);
+                }
+            }
+        });
+        task.await.ok().flatten()
+    }
 }
 
 /// Opens a stdin FIFO for writing, as a client does (the shim holds its
