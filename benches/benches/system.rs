@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use shim_core::proto::v1::*;
 use shim_core::testing::{require_runc, shared_reaper, BundleBuilder};
-use shim_core::{Reaper, RuncConfig, RuncShim, Shim};
+use shim_core::{Reaper, RuncShim, Shim};
 use shim_transport_grpc::{ClientOptions, GrpcShim};
 
 const LIFECYCLE_ROUNDS: usize = 100;
@@ -310,9 +310,9 @@ async fn main() {
     // 3: lifecycle, interleaved.
     eprintln!("lifecycle: {LIFECYCLE_ROUNDS} rounds of raw runc, shim direct, shim over gRPC");
     let work = dir.path().join("work");
-    let direct = Arc::new(RuncShim::new(RuncConfig::new(&work), reaper.clone()).unwrap());
+    let direct = Arc::new(RuncShim::new(shim_core::testing::runc_config(&work), reaper.clone()).unwrap());
     let server_shim: Arc<dyn Shim> =
-        Arc::new(RuncShim::new(RuncConfig::new(dir.path().join("work-grpc")), reaper.clone()).unwrap());
+        Arc::new(RuncShim::new(shim_core::testing::runc_config(dir.path().join("work-grpc")), reaper.clone()).unwrap());
     let socket = dir.path().join("run").join("bench.sock");
     let server = shim_transport_grpc::serve_unix(server_shim, &socket, Default::default()).unwrap();
     let grpc = connect(&socket).await;

@@ -128,8 +128,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 ///
 /// [`RuncShim`](crate::RuncShim) uses runc; [`FakeShim`](crate::fake::FakeShim)
 /// runs scripted programs without root. See the crate documentation for the
-/// process model and event ordering. No lock is held across a runtime call or
-/// an I/O wait, so a slow `Exec` does not stall `State`, `Kill` or reaping.
+/// process model and event ordering. The lock on the shim's state is never
+/// held across a runtime call or an I/O wait, so a slow `Exec` does not stall
+/// `State`, `Kill` or reaping. One lock is, on purpose: the start lock is held
+/// across the runtime's `start` (and taken by the init's exit before its
+/// EXIT), so that EXIT never precedes STARTED; a `runc start` that hangs
+/// therefore delays the init's EXIT until `RuncConfig::command_timeout`, and
+/// a second `Start` waits for the first.
 pub struct ContainerShim<R> {
     inner: Arc<Inner<R>>,
 }
@@ -207,12 +212,15 @@ impl<R: Runtime> ContainerShim<R> {
             // An exec being started now is either refused or registered.
             let mut starting = self.inner.execs_starting.subscribe();
             let _ = tokio::time::timeout_at(deadline, starting.wait_for(|n| *n == 0)).await;
-            // Execs die with the init (its pid namespace ends): their EXITs go first.
+            // Execs die with the init (its pid namespace ends): their EXITs
+            // go first. Without a pid namespace of its own they live on, and
+            // waiting for them would only delay this EXIT.
             let others: Vec<Arc<Proc>> = {
                 let state = lock(&self.inner.state);
                 state
                     .container
                     .as_ref()
+                    .filter(|c| c.defaults.execs_die_with_init)
                     .map(|c| c.procs.values().filter(|p| !p.init).cloned().collect())
                     .unwrap_or_default()
             };

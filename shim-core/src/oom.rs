@@ -5,6 +5,15 @@
 //! `oom_kill`. Both are checked once more, without waiting, right before the
 //! init's EXIT is published, so an OOM is always reported before the exit it
 //! caused.
+//!
+//! On cgroup v2 the container's cgroup may be gone by the time its count is
+//! read (removed by the runtime or a cgroup manager right after the kill);
+//! its files then read as nothing. The parent's `memory.events` counts the
+//! kills of its whole subtree, so the kills it gained since the watcher was
+//! made, less those already reported, are reported instead. (A sibling's
+//! kill in that window would be counted too: the lesser evil than losing
+//! this container's.) Tested against a fake cgroup directory: this project's
+//! hosts are cgroup v1.
 
 use std::fs;
 use std::io::Write;
@@ -28,7 +37,16 @@ enum Source {
     /// cgroup v1 eventfd.
     V1 { efd: AsyncFd<OwnedFd>, dir: PathBuf },
     /// cgroup v2 inotify on `memory.events`.
-    V2 { inotify: AsyncFd<OwnedFd>, events: PathBuf, seen: AtomicU64 },
+    V2 {
+        inotify: AsyncFd<OwnedFd>,
+        events: PathBuf,
+        /// The cgroup's `oom_kill` count last read.
+        seen: AtomicU64,
+        /// The parent's `memory.events`, and its count when the watch began.
+        parent: Option<(PathBuf, u64)>,
+        /// Kills reported so far.
+        reported: AtomicU64,
+    },
     /// Fired by hand (a fake runtime).
     Manual(Arc<ManualInner>),
 }
@@ -83,7 +101,11 @@ fn parse_cgroup(text: &str) -> Option<(bool, String)> {
 }
 
 fn oom_kills(events: &Path) -> u64 {
-    fs::read_to_string(events).map(|t| parse_oom_kills(&t)).unwrap_or(0)
+    read_oom_kills(events).unwrap_or(0)
+}
+
+fn read_oom_kills(events: &Path) -> Option<u64> {
+    fs::read_to_string(events).ok().map(|t| parse_oom_kills(&t))
 }
 
 /// The `oom_kill` count of a cgroup v2 `memory.events` file.
@@ -139,8 +161,15 @@ impl OomWatcher {
         let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?;
         inotify.add_watch(&events, AddWatchFlags::IN_MODIFY)?;
         let seen = oom_kills(&events);
+        let parent = dir.parent().map(|p| p.join("memory.events")).and_then(|p| read_oom_kills(&p).map(|n| (p, n)));
         let fd: OwnedFd = inotify.into();
-        Ok(Self(Source::V2 { inotify: register(fd)?, events, seen: AtomicU64::new(seen) }))
+        Ok(Self(Source::V2 {
+            inotify: register(fd)?,
+            events,
+            seen: AtomicU64::new(seen),
+            parent,
+            reported: AtomicU64::new(0),
+        }))
     }
 
     /// Waits until the watcher may have something to report.
@@ -175,11 +204,20 @@ impl OomWatcher {
                     _ => 0,
                 }
             }
-            Source::V2 { inotify, events, seen } => {
+            Source::V2 { inotify, events, seen, parent, reported } => {
                 let mut buf = [0u8; 4096];
                 while matches!(nix::unistd::read(inotify.get_ref().as_fd(), &mut buf), Ok(n) if n > 0) {}
-                let now = oom_kills(events);
-                now.saturating_sub(seen.swap(now, Ordering::Relaxed))
+                let new = match read_oom_kills(events) {
+                    Some(now) => now.saturating_sub(seen.swap(now, Ordering::Relaxed)),
+                    // The cgroup is gone: ask its parent (see the module docs).
+                    None => parent
+                        .as_ref()
+                        .and_then(|(path, base)| read_oom_kills(path).map(|now| now.saturating_sub(*base)))
+                        .map(|subtree| subtree.saturating_sub(reported.load(Ordering::Relaxed)))
+                        .unwrap_or(0),
+                };
+                reported.fetch_add(new, Ordering::Relaxed);
+                new
             }
         }
     }
@@ -205,6 +243,78 @@ mod tests {
         assert_eq!(parse_oom_kills(events), 2);
         assert_eq!(parse_oom_kills("oom 1\n"), 0);
         assert_eq!(parse_oom_kills("oom_kill x\n"), 0);
+    }
+
+    fn write_events(path: &Path, kills: u64) {
+        let text = format!("low 0\nhigh 0\nmax 3\noom 1\noom_kill {kills}\noom_group_kill 0\n");
+        if let Err(e) = fs::write(path, text) {
+            panic!("{}: {e}", path.display());
+        }
+    }
+
+    /// A cgroup v2 layout on a temporary directory: `parent/ctr`, each with
+    /// a `memory.events`.
+    fn fake_v2() -> (tempfile::TempDir, PathBuf) {
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("tempdir: {e}"),
+        };
+        let ctr = dir.path().join("ctr");
+        if let Err(e) = fs::create_dir(&ctr) {
+            panic!("{e}");
+        }
+        write_events(&dir.path().join("memory.events"), 5);
+        write_events(&ctr.join("memory.events"), 0);
+        (dir, ctr)
+    }
+
+    #[tokio::test]
+    async fn a_v2_watcher_reports_a_kill_when_memory_events_changes() {
+        let (_dir, ctr) = fake_v2();
+        let watcher = match OomWatcher::v2(ctr.clone()) {
+            Ok(w) => w,
+            Err(e) => panic!("v2 watcher: {e}"),
+        };
+        assert_eq!(watcher.take(), 0);
+        write_events(&ctr.join("memory.events"), 1);
+        let ready = tokio::time::timeout(std::time::Duration::from_secs(10), watcher.ready()).await;
+        assert!(ready.is_ok(), "no inotify wake-up for a changed memory.events");
+        assert_eq!(watcher.take(), 1);
+        assert_eq!(watcher.take(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_v2_kill_is_not_lost_when_the_cgroup_is_gone_before_it_was_read() {
+        let (dir, ctr) = fake_v2();
+        let watcher = match OomWatcher::v2(ctr.clone()) {
+            Ok(w) => w,
+            Err(e) => panic!("v2 watcher: {e}"),
+        };
+        // Killed, counted in the cgroup and (hierarchically) in its parent,
+        // then the cgroup removed before the watcher looked.
+        write_events(&ctr.join("memory.events"), 1);
+        write_events(&dir.path().join("memory.events"), 6);
+        if let Err(e) = fs::remove_dir_all(&ctr) {
+            panic!("{e}");
+        }
+        assert_eq!(watcher.take(), 1);
+        assert_eq!(watcher.take(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_v2_kill_read_before_the_cgroup_went_is_not_counted_twice() {
+        let (dir, ctr) = fake_v2();
+        let watcher = match OomWatcher::v2(ctr.clone()) {
+            Ok(w) => w,
+            Err(e) => panic!("v2 watcher: {e}"),
+        };
+        write_events(&ctr.join("memory.events"), 1);
+        write_events(&dir.path().join("memory.events"), 6);
+        assert_eq!(watcher.take(), 1);
+        if let Err(e) = fs::remove_dir_all(&ctr) {
+            panic!("{e}");
+        }
+        assert_eq!(watcher.take(), 0);
     }
 
     #[tokio::test]

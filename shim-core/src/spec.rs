@@ -136,6 +136,11 @@ pub struct ProcessDefaults {
     pub apparmor_profile: String,
     /// `process.selinuxLabel`.
     pub selinux_label: String,
+    /// Whether the container's execs die with its init: it has a pid
+    /// namespace of its own (a `pid` entry without a `path` in
+    /// `linux.namespaces`). A config without `linux.namespaces` is taken as
+    /// having one, the safe guess for the order of EXIT events.
+    pub execs_die_with_init: bool,
 }
 
 impl ProcessDefaults {
@@ -172,8 +177,19 @@ impl ProcessDefaults {
             no_new_privileges: get("noNewPrivileges").and_then(Value::as_bool).unwrap_or(false),
             apparmor_profile: text("apparmorProfile"),
             selinux_label: text("selinuxLabel"),
+            execs_die_with_init: own_pid_namespace(&config),
         })
     }
+}
+
+fn own_pid_namespace(config: &Value) -> bool {
+    let Some(namespaces) = config.pointer("/linux/namespaces").and_then(Value::as_array) else {
+        return true;
+    };
+    namespaces.iter().any(|ns| {
+        ns.get("type").and_then(Value::as_str) == Some("pid")
+            && ns.get("path").and_then(Value::as_str).is_none_or(str::is_empty)
+    })
 }
 
 fn check_len(field: &'static str, items: &[String]) -> Result<()> {
@@ -399,6 +415,15 @@ mod tests {
                 "permitted": ["CAP_CHOWN", "CAP_KILL"], "ambient": []
             })
         );
+    }
+
+    #[test]
+    fn whether_execs_die_with_the_init() {
+        let die = |config: &str| ProcessDefaults::from_config_json(config.as_bytes()).map(|d| d.execs_die_with_init);
+        assert_eq!(die(r#"{"linux":{"namespaces":[{"type":"mount"},{"type":"pid"}]}}"#), Ok(true));
+        assert_eq!(die(r#"{"linux":{"namespaces":[{"type":"mount"}]}}"#), Ok(false));
+        assert_eq!(die(r#"{"linux":{"namespaces":[{"type":"pid","path":"/proc/1/ns/pid"}]}}"#), Ok(false));
+        assert_eq!(die(r#"{"process":{}}"#), Ok(true));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use shim_core::proto::v1::*;
 use shim_core::testing::{collect_events, mkfifo, require_runc, shared_reaper, BundleBuilder};
-use shim_core::{Code, RuncConfig, RuncShim, Shim};
+use shim_core::{Code, RuncShim, Shim};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -24,7 +24,7 @@ struct Fx {
 impl Fx {
     fn new(tag: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = RuncConfig::new(dir.path().join("work")).io_grace(Duration::from_millis(500));
+        let config = shim_core::testing::runc_config(dir.path().join("work")).io_grace(Duration::from_millis(500));
         let shim = Arc::new(RuncShim::new(config, shared_reaper()).unwrap());
         Self { dir, shim, id: format!("fault-{tag}-{}", std::process::id()) }
     }
@@ -92,6 +92,12 @@ async fn calls_whose_caller_gave_up_still_complete() {
     assert_eq!(fx.work_files(), Vec::<String>::new());
 }
 
+/// Shell for a runtime wrapper: finds the `--log FILE` argument and defines
+/// `log_error MSG`, which writes an error line in runc's JSON log format.
+const LOG_ARG: &str = r#"log=/dev/null; prev=""
+for a in "$@"; do [ "$prev" = "--log" ] && log="$a"; prev="$a"; done
+log_error() { printf '{"level":"error","msg":"%s"}\n' "$1" >> "$log"; }"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_runtime_reports_its_message_and_leaves_nothing() {
     if !require_runc() {
@@ -100,7 +106,10 @@ async fn a_failing_runtime_reports_its_message_and_leaves_nothing() {
     let fx = Fx::new("failing");
     let bundle = fx.bundle(BundleBuilder::new().args(["sleep", "100000"]));
 
-    let failing = fx.wrapper("failing-runc", "echo \"wrapper refuses to run\" >&2\nexit 1");
+    // A runtime reports its errors in its --log file, as runc does: a
+    // process without stderr gets /dev/null, so the runtime's stderr is not
+    // ours to read.
+    let failing = fx.wrapper("failing-runc", &format!("{LOG_ARG}\nlog_error \"wrapper refuses to run\"\nexit 1"));
     let err = fx.shim.create(CreateRequest { runtime: failing, ..fx.create_req(&bundle) }).await.unwrap_err();
     assert_eq!(err.code(), Code::Internal);
     assert!(err.to_string().contains("wrapper refuses to run"), "{err}");
@@ -120,7 +129,9 @@ async fn a_failing_runtime_reports_its_message_and_leaves_nothing() {
     // A runtime that fails only for exec.
     let no_exec = fx.wrapper(
         "no-exec-runc",
-        "case \" $* \" in *\" exec \"*) echo \"exec is disabled here\" >&2; exit 1;; esac\nexec runc \"$@\"",
+        &format!(
+            "{LOG_ARG}\ncase \" $* \" in *\" exec \"*) log_error \"exec is disabled here\"; exit 1;; esac\nexec runc \"$@\""
+        ),
     );
     let init = fx.shim.create(CreateRequest { runtime: no_exec, ..fx.create_req(&bundle) }).await.unwrap().pid;
     fx.shim.start(StartRequest {}).await.unwrap();
@@ -245,7 +256,7 @@ async fn a_hung_runtime_call_is_killed_after_the_timeout() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let config = RuncConfig::new(dir.path().join("work"))
+    let config = shim_core::testing::runc_config(dir.path().join("work"))
         .io_grace(Duration::from_millis(500))
         .command_timeout(Some(Duration::from_secs(1)));
     let shim = RuncShim::new(config, shared_reaper()).unwrap();
@@ -264,4 +275,86 @@ async fn a_hung_runtime_call_is_killed_after_the_timeout() {
     assert_eq!(fx.processes().await, vec![Process::new(init, State::Running)]);
     assert_eq!(fx.shim.delete(DeleteRequest { pid: init }).await.unwrap().exit_status, 137);
     assert_eq!(fx.work_files(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_taken_between_the_check_and_runc_create_is_left_to_its_owner() {
+    if !require_runc() {
+        return;
+    }
+    let fx = Fx::new("race");
+    let ours = fx.bundle(BundleBuilder::new().args(["sleep", "100000"]));
+    let theirs = fx.dir.path().join("theirs");
+    BundleBuilder::new().args(["sleep", "100000"]).build(&theirs).unwrap();
+    // Another shim wins the race: its `runc create` of the same id runs
+    // after our existence check and before ours.
+    let racing = fx.wrapper(
+        "racing-runc",
+        &format!(
+            "case \" $* \" in *\" create \"*) runc create --bundle {} {} >/dev/null 2>&1;; esac\nexec runc \"$@\"",
+            theirs.display(),
+            fx.id
+        ),
+    );
+    let err = fx.shim.create(CreateRequest { runtime: racing, ..fx.create_req(&ours) }).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err}");
+    // Their container is still there: our cleanup did not force-delete it.
+    let reaper = shared_reaper();
+    let state = reaper.output(std::process::Command::new("runc").args(["state", &fx.id])).await.unwrap();
+    assert!(
+        state.status.success(),
+        "the other shim's container was removed: {}",
+        String::from_utf8_lossy(&state.stderr)
+    );
+    let removed = reaper.output(std::process::Command::new("runc").args(["delete", "--force", &fx.id])).await.unwrap();
+    assert!(removed.status.success());
+    assert_eq!(fx.work_files(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_in_flight_while_the_init_dies_never_follows_its_exit() {
+    if !require_runc() {
+        return;
+    }
+    let fx = Fx::new("inflight");
+    let bundle = fx.bundle(BundleBuilder::new().args(["sleep", "100000"]));
+    let (mark, go) = (fx.dir.path().join("exec-started"), fx.dir.path().join("exec-may-go"));
+    // `runc exec` is held until the test lets it go: the init dies while the
+    // exec is between the shim's check of the init and its registration.
+    let holding = fx.wrapper(
+        "holding-runc",
+        &format!(
+            "case \" $* \" in *\" exec \"*) touch {m}; while [ ! -e {g} ]; do sleep 0.01; done;; esac\nexec runc \"$@\"",
+            m = mark.display(),
+            g = go.display()
+        ),
+    );
+    let mut events = fx.shim.events(EventsRequest::default()).await.unwrap();
+    let init = fx.shim.create(CreateRequest { runtime: holding, ..fx.create_req(&bundle) }).await.unwrap().pid;
+    fx.shim.start(StartRequest {}).await.unwrap();
+    let shim = Arc::clone(&fx.shim);
+    let exec = tokio::spawn(async move {
+        shim.exec(ExecRequest { args: vec!["sleep".into(), "100000".into()], ..Default::default() }).await
+    });
+    let started = Instant::now();
+    while !mark.exists() {
+        assert!(started.elapsed() < T, "the exec never reached the runtime");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(init as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    std::fs::write(&go, "").unwrap();
+    let result = tokio::time::timeout(T, exec).await.unwrap().unwrap();
+    let seen = collect_events(&mut events, T, |e| e.r#type == EventType::Exit as i32 && e.pid == init).await.unwrap();
+    // Whatever became of the exec, nothing of it comes after the init's EXIT.
+    if let Ok(resp) = &result {
+        let exec_events: Vec<_> = seen.iter().filter(|e| e.pid == resp.pid).map(|e| e.r#type).collect();
+        assert_eq!(exec_events, vec![EventType::ExecAdded as i32, EventType::Exit as i32], "{seen:?}");
+    }
+    assert_eq!(seen.last().map(|e| (e.pid, e.exit_status)), Some((init, 137)));
+    let after = tokio::time::timeout(Duration::from_millis(300), futures::StreamExt::next(&mut events)).await;
+    assert!(after.is_err(), "an event after the init's EXIT: {after:?}");
+    if let Ok(resp) = result {
+        fx.shim.delete(DeleteRequest { pid: resp.pid }).await.unwrap();
+    }
+    assert_eq!(fx.shim.delete(DeleteRequest { pid: init }).await.unwrap().exit_status, 137);
 }

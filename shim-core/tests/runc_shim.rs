@@ -14,7 +14,7 @@ use shim_core::proto::v1::*;
 use shim_core::testing::{
     collect_events, is_zombie_child, mkfifo, read_fifo, require_runc, shared_reaper, BundleBuilder,
 };
-use shim_core::{Code, EventStream, RuncConfig, RuncShim, Shim};
+use shim_core::{Code, EventStream, RuncShim, Shim};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -36,7 +36,7 @@ impl Fixture {
             .with_test_writer()
             .try_init();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let config = RuncConfig::new(dir.path().join("work")).io_grace(Duration::from_millis(500));
+        let config = shim_core::testing::runc_config(dir.path().join("work")).io_grace(Duration::from_millis(500));
         let shim = Arc::new(RuncShim::new(config, shared_reaper()).unwrap_or_else(|e| panic!("shim: {e}")));
         Self { dir, shim, id: unique_id(tag) }
     }
@@ -190,6 +190,14 @@ async fn fifty_concurrent_execs_each_exit_once() {
         assert_eq!(exits.get(pid), Some(&1), "exit of exec {pid}");
         assert_eq!(ok(within(fx.shim.delete(DeleteRequest { pid: *pid })).await).exit_status, 0);
     }
+    // A duplicate EXIT could still be on its way: end the stream with the
+    // init's EXIT, which comes after every exec's, and look at what came.
+    ok(within(fx.shim.kill(KillRequest { pid: init, signal: 9, all: false })).await);
+    let rest = collect_events(&mut events, T, |e| e.r#type == EventType::Exit as i32 && e.pid == init)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let late: Vec<_> = rest.iter().filter(|e| e.pid != init).collect();
+    assert!(late.is_empty(), "events of execs after all 50 exits were seen: {late:?}");
     assert_eq!(ok(within(fx.shim.delete(DeleteRequest { pid: init })).await).exit_status, 137);
     assert_eq!(fx.work_dir_entries(), Vec::<String>::new());
 }
@@ -359,7 +367,7 @@ async fn two_shims_share_one_work_dir() {
     }
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let work = dir.path().join("work");
-    let make = || Arc::new(ok(RuncShim::new(RuncConfig::new(&work), shared_reaper())));
+    let make = || Arc::new(ok(RuncShim::new(shim_core::testing::runc_config(&work), shared_reaper())));
     let (a, b) = (make(), make());
     assert_ne!(a.runtime().work_dir(), b.runtime().work_dir());
     let (pa, pb) = (dir.path().to_path_buf(), dir.path().to_path_buf());
@@ -382,7 +390,47 @@ async fn a_terminal_works_under_a_deep_work_dir() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     // Far past the 108 bytes of a unix socket address.
     let work = dir.path().join("w".repeat(60)).join("x".repeat(60));
-    let shim = Arc::new(ok(RuncShim::new(RuncConfig::new(&work), shared_reaper())));
+    let shim = Arc::new(ok(RuncShim::new(shim_core::testing::runc_config(&work), shared_reaper())));
     let printed = busy_container(Arc::clone(&shim), dir.path().to_path_buf(), unique_id("deep"), 2).await;
     assert_eq!(printed, vec!["0".to_string(), "1".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_without_stderr_gets_dev_null() {
+    if !require_runc() {
+        return;
+    }
+    let fx = Fixture::new("devnull");
+    let init = running(&fx).await;
+    let req = ExecRequest { args: vec!["ls".into(), "-l".into(), "/proc/self/fd/2".into()], ..Default::default() };
+    let listed = exec_output(&fx, req, "stderr-out").await;
+    assert!(listed.trim().ends_with("-> /dev/null"), "{listed}");
+    ok(within(fx.shim.delete(DeleteRequest { pid: init })).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_pid_namespace_the_init_exit_does_not_wait_for_execs() {
+    if !require_runc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let mut config = shim_core::testing::runc_config(dir.path().join("work"));
+    // Longer than `within`: a wait for the exec would fail the test.
+    config.shim.exec_exit_grace = Duration::from_secs(120);
+    let shim = Arc::new(ok(RuncShim::new(config, shared_reaper())));
+    let bundle = dir.path().join("bundle");
+    BundleBuilder::new().pid_namespace(false).args(["sleep", "1000"]).build(&bundle).unwrap_or_else(|e| panic!("{e}"));
+    let req = CreateRequest { id: unique_id("hostpid"), bundle: s(&bundle).into(), ..Default::default() };
+    let init = ok(within(shim.create(req)).await).pid;
+    ok(within(shim.start(StartRequest {})).await);
+    let exec =
+        ok(within(shim.exec(ExecRequest { args: vec!["sleep".into(), "1000".into()], ..Default::default() })).await)
+            .pid;
+    ok(within(shim.kill(KillRequest { pid: init, signal: 9, all: false })).await);
+    assert_eq!(ok(within(shim.wait(WaitRequest { pid: init })).await).exit_status, 137);
+    // The exec lives on in the host's pid namespace.
+    let st = ok(shim.state(StateRequest {}).await);
+    assert!(st.processes.contains(&Process::new(exec, State::Running)), "{st:?}");
+    assert_eq!(ok(within(shim.delete(DeleteRequest { pid: exec })).await).exit_status, 137);
+    assert_eq!(ok(within(shim.delete(DeleteRequest { pid: init })).await).exit_status, 137);
 }

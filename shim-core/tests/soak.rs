@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use shim_core::proto::v1::*;
 use shim_core::testing::{require_runc, shared_reaper, BundleBuilder};
-use shim_core::{RuncConfig, RuncShim, Shim};
+use shim_core::{RuncShim, Shim};
 
 const CLIENTS: usize = 8;
 const EXECS: usize = 1000;
@@ -33,7 +33,8 @@ async fn many_execs_and_states_leak_nothing() {
     }
     let dir = tempfile::tempdir().unwrap();
     BundleBuilder::new().args(["sleep", "100000"]).build(&dir.path().join("bundle")).unwrap();
-    let shim = Arc::new(RuncShim::new(RuncConfig::new(dir.path().join("work")), shared_reaper()).unwrap());
+    let shim =
+        Arc::new(RuncShim::new(shim_core::testing::runc_config(dir.path().join("work")), shared_reaper()).unwrap());
     let req = CreateRequest {
         id: format!("soak-{}", std::process::id()),
         bundle: dir.path().join("bundle").display().to_string(),

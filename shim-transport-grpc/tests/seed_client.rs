@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use shim_core::testing::{require_runc, shared_reaper, BundleBuilder};
-use shim_core::{RuncConfig, RuncShim};
+use shim_core::RuncShim;
 use shim_transport_grpc::{serve_unix, ServerOptions};
 
 fn python_grpc_available() -> bool {
@@ -26,7 +26,8 @@ async fn a_python_client_from_the_seed_proto_runs_a_container() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
     BundleBuilder::new().args(["sh", "-c", "exit 5"]).build(&bundle).unwrap();
-    let shim = Arc::new(RuncShim::new(RuncConfig::new(dir.path().join("work")), shared_reaper()).unwrap());
+    let shim =
+        Arc::new(RuncShim::new(shim_core::testing::runc_config(dir.path().join("work")), shared_reaper()).unwrap());
     let socket = dir.path().join("run").join("shim.sock");
     let server = serve_unix(shim, &socket, ServerOptions::default()).unwrap();
     let proto_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shim-proto/proto");

@@ -20,11 +20,14 @@ pub(crate) struct RuncStdio {
     pub stdin: Option<Stdio>,
     /// `None` is `/dev/null`.
     pub stdout: Option<Stdio>,
-    /// `None` is captured for the error message.
+    /// `None` is captured for the error message, except when `process` is
+    /// set: then it is `/dev/null`.
     pub stderr: Option<Stdio>,
     /// The runtime starts a process that inherits this stdio (`create`,
-    /// `exec`): a captured stderr is read only until the runtime exits, since
-    /// that process may hold the pipe open long after.
+    /// `exec`). Its stderr is then never a pipe of ours: a process asked to
+    /// have none gets `/dev/null`, as it would from any runtime, not a pipe
+    /// that breaks when the shim goes away. The runtime's own errors still
+    /// come through its `--log` file.
     pub process: bool,
 }
 
@@ -61,6 +64,10 @@ impl RuncCli {
                 cmd.stderr(s);
                 None
             }
+            None if stdio.process => {
+                cmd.stderr(Stdio::null());
+                None
+            }
             None => {
                 let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                     .map_err(|e| ShimError::io("cannot create a pipe for runtime stderr", e))?;
@@ -84,13 +91,6 @@ impl RuncCli {
         let pid = waiter.pid();
         let finished = async {
             match captured {
-                // The started process inherits this stderr and may hold it for
-                // its whole life: take what is there when the runtime exits,
-                // then discard the rest (the process asked for /dev/null).
-                Some(fd) if stdio.process => {
-                    let exit = waiter.wait().await;
-                    (take_and_discard(fd), exit)
-                }
                 Some(fd) => {
                     let text = read_capped(fd).await;
                     (text, waiter.wait().await)
@@ -143,29 +143,6 @@ async fn read_capped(fd: OwnedFd) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&kept).trim().to_string()
-}
-
-/// Reads what is in a pipe now, without waiting, and leaves a task reading
-/// and discarding the rest until its writers are gone.
-fn take_and_discard(fd: OwnedFd) -> String {
-    use std::os::fd::AsFd;
-    let _ = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
-    let mut kept = Vec::new();
-    let mut buf = [0u8; 4096];
-    while kept.len() < MAX_MESSAGE {
-        match nix::unistd::read(fd.as_fd(), &mut buf) {
-            Ok(n) if n > 0 => kept.extend_from_slice(buf.get(..n).unwrap_or_default()),
-            _ => break,
-        }
-    }
-    if let Ok(mut rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
-        tokio::spawn(async move {
-            let mut sink = [0u8; 4096];
-            while matches!(rx.read(&mut sink).await, Ok(n) if n > 0) {}
-        });
-    }
-    kept.truncate(MAX_MESSAGE);
     String::from_utf8_lossy(&kept).trim().to_string()
 }
 

@@ -318,6 +318,17 @@ pub fn parse_pid(text: &[u8]) -> std::result::Result<u32, String> {
 
 pub use self::cli::error_message;
 
+/// Whether a failed `create` says the id was taken: runc 1.1 "container
+/// with given ID already exists", runc 1.0 "container with id exists".
+fn is_exists_error(e: &ShimError) -> bool {
+    match e {
+        ShimError::Runtime { message, .. } => {
+            message.contains("container with given ID already exists") || message.contains("container with id exists")
+        }
+        _ => false,
+    }
+}
+
 fn launched(pid: u32, monitor: Monitor, console: Option<OwnedFd>, oom: Option<OomWatcher>) -> Launched {
     let waiter = monitor.watch(pid);
     drop(monitor);
@@ -345,7 +356,16 @@ impl Runtime for RuncRuntime {
         if spec.no_pivot {
             args.push("--no-pivot".into());
         }
-        let (pid, monitor, console) = self.launch(&cli, args, &spec.id, stdio, (&pid_file, &log, &sock)).await?;
+        let (pid, monitor, console) =
+            self.launch(&cli, args, &spec.id, stdio, (&pid_file, &log, &sock)).await.map_err(|e| {
+                // Another shim created the id between our check and runc's:
+                // it is theirs, so the failed create must not clean it up.
+                if is_exists_error(&e) {
+                    ShimError::AlreadyExists { id: spec.id.clone() }
+                } else {
+                    e
+                }
+            })?;
         self.binaries.lock().unwrap_or_else(|e| e.into_inner()).insert(spec.id.clone(), cli);
         Ok(launched(pid, monitor, console, OomWatcher::for_pid(pid)))
     }

@@ -135,7 +135,7 @@ pub const TEST_IO_GRACE: Duration = Duration::from_millis(500);
 
 /// A runc shim for a scenario, its work directory in `dir`.
 pub fn runc_shim(dir: &Path) -> Arc<crate::RuncShim> {
-    let config = crate::RuncConfig::new(dir.join("work")).io_grace(TEST_IO_GRACE);
+    let config = crate::testing::runc_config(dir.join("work")).io_grace(TEST_IO_GRACE);
     match crate::RuncShim::new(config, crate::testing::shared_reaper()) {
         Ok(shim) => Arc::new(shim),
         Err(e) => panic!("cannot make a runc shim: {e}"),

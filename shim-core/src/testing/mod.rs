@@ -104,6 +104,7 @@ pub struct BundleBuilder {
     gid: u32,
     memory_limit: Option<i64>,
     hostname: String,
+    pid_namespace: bool,
 }
 
 impl Default for BundleBuilder {
@@ -124,6 +125,7 @@ impl BundleBuilder {
             gid: 0,
             memory_limit: None,
             hostname: "shim-test".into(),
+            pid_namespace: true,
         }
     }
 
@@ -155,6 +157,13 @@ impl BundleBuilder {
     pub fn user(mut self, uid: u32, gid: u32) -> Self {
         self.uid = uid;
         self.gid = gid;
+        self
+    }
+
+    /// Whether the container gets a pid namespace of its own (the default);
+    /// without one, its processes live in the host's.
+    pub fn pid_namespace(mut self, own: bool) -> Self {
+        self.pid_namespace = own;
         self
     }
 
@@ -236,6 +245,14 @@ impl BundleBuilder {
             };
             obj.insert("memory".into(), memory);
         }
+        let mut namespaces = vec![
+            serde_json::json!({ "type": "ipc" }),
+            serde_json::json!({ "type": "uts" }),
+            serde_json::json!({ "type": "mount" }),
+        ];
+        if self.pid_namespace {
+            namespaces.insert(0, serde_json::json!({ "type": "pid" }));
+        }
         serde_json::json!({
             "ociVersion": "1.0.2",
             "process": {
@@ -267,9 +284,7 @@ impl BundleBuilder {
             ],
             "linux": {
                 "resources": resources,
-                "namespaces": [
-                    { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }
-                ],
+                "namespaces": namespaces,
                 "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
                 "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
             }
@@ -277,12 +292,28 @@ impl BundleBuilder {
     }
 }
 
+/// The runtime binary the tests run: `$SHIM_RUNC`, else `runc`.
+pub fn runc_binary() -> String {
+    runc_binary_from(std::env::var_os("SHIM_RUNC"))
+}
+
+fn runc_binary_from(var: Option<OsString>) -> String {
+    var.filter(|v| !v.is_empty()).map(|v| v.to_string_lossy().into_owned()).unwrap_or_else(|| "runc".into())
+}
+
+/// A [`RuncConfig`](crate::RuncConfig) for a test: `work_dir`, and the
+/// runtime binary of [`runc_binary`], so that `SHIM_RUNC` selects the binary
+/// the shims under test run, not only the one the availability check finds.
+pub fn runc_config(work_dir: impl Into<PathBuf>) -> crate::RuncConfig {
+    crate::RuncConfig::new(work_dir).runtime(runc_binary())
+}
+
 /// Why runc-backed tests cannot run on this machine, if they cannot.
 pub fn runc_unavailable_reason() -> Option<String> {
     if !nix::unistd::Uid::effective().is_root() {
         return Some("not running as root".into());
     }
-    let runc = std::env::var_os("SHIM_RUNC").unwrap_or_else(|| OsString::from("runc"));
+    let runc = OsString::from(runc_binary());
     let found = if Path::new(&runc).is_absolute() {
         Path::new(&runc).is_file()
     } else {
@@ -497,5 +528,18 @@ impl<G: Send + Sync> crate::Shim for Guarded<G> {
     }
     async fn close_stdin(&self, r: shim_proto::v1::CloseStdinRequest) -> crate::Result<()> {
         self.shim.close_stdin(r).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shim_runc_selects_the_binary_of_the_shims_under_test() {
+        assert_eq!(runc_binary_from(None), "runc");
+        assert_eq!(runc_binary_from(Some("".into())), "runc");
+        assert_eq!(runc_binary_from(Some("/opt/runc-1.2/runc".into())), "/opt/runc-1.2/runc");
+        let _ = runc_config("/tmp/x");
     }
 }
