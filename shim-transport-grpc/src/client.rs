@@ -18,6 +18,25 @@ use tonic::Request;
 use crate::coalesce::Coalesce;
 use crate::status::from_status;
 
+/// PEM material for reaching a shim over TCP with mutual TLS.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// The CA certificate(s) that sign the server's certificate, PEM.
+    pub ca_pem: Vec<u8>,
+    /// The client's certificate chain, PEM.
+    pub cert_pem: Vec<u8>,
+    /// The client's private key, PEM.
+    pub key_pem: Vec<u8>,
+    /// The name the server's certificate must carry, if not the URI's host.
+    pub domain: Option<String>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").field("domain", &self.domain).finish_non_exhaustive()
+    }
+}
+
 /// Settings of the client.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -83,11 +102,37 @@ impl GrpcShim {
         Ok(Self::from_channel(channel, options))
     }
 
-    /// Connects to a shim served over TCP, such as `http://127.0.0.1:5000`.
-    pub async fn connect_tcp(uri: &str, options: ClientOptions) -> Result<Self> {
-        let endpoint = Endpoint::from_shared(uri.to_string())
+    /// Connects to a shim served over TCP with mutual TLS
+    /// ([`serve_tcp`](crate::serve_tcp)), such as `https://shim.example:5000`,
+    /// presenting `tls`'s client certificate and trusting only its CA.
+    pub async fn connect_tcp(uri: &str, tls: ClientTls, options: ClientOptions) -> Result<Self> {
+        let mut config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca_pem))
+            .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+        if let Some(domain) = tls.domain {
+            config = config.domain_name(domain);
+        }
+        Self::connect_tcp_with(uri, Some(config), options).await
+    }
+
+    /// Connects over plain TCP to a shim served by
+    /// [`serve_tcp_insecure_loopback`](crate::serve_tcp_insecure_loopback),
+    /// such as `http://127.0.0.1:5000`.
+    pub async fn connect_tcp_insecure(uri: &str, options: ClientOptions) -> Result<Self> {
+        Self::connect_tcp_with(uri, None, options).await
+    }
+
+    async fn connect_tcp_with(
+        uri: &str,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+        options: ClientOptions,
+    ) -> Result<Self> {
+        let mut endpoint = Endpoint::from_shared(uri.to_string())
             .map_err(|e| ShimError::invalid("uri", format!("{uri:?}: {e}")))?
             .connect_timeout(options.connect_timeout);
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).map_err(|e| ShimError::invalid("tls", format!("{e}")))?;
+        }
         let endpoint = match options.tcp_keepalive {
             Some(every) => endpoint
                 .http2_keep_alive_interval(every)

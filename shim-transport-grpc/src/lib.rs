@@ -25,8 +25,12 @@
 //! # TCP
 //!
 //! [`serve_tcp`] and [`GrpcShim::connect_tcp`] serve and reach a shim over
-//! TCP, with no peer check: for a trusted network or behind an
-//! authenticating proxy. Both sides send HTTP/2 PINGs and give up a
+//! TCP with mutual TLS (rustls): the server accepts only clients whose
+//! certificate its client CA signed ([`ServerTls`], [`ClientTls`]). A shim's
+//! API is root on the host (a Create names the runtime binary and stdio
+//! paths), so there is no unauthenticated TCP except
+//! [`serve_tcp_insecure_loopback`] / [`GrpcShim::connect_tcp_insecure`],
+//! which refuse any address but loopback, for tests. Both sides send HTTP/2 PINGs and give up a
 //! connection whose peer does not answer, so a dead link ends its calls and
 //! event streams instead of leaving them open forever: the server every 30 s
 //! ([`ServerOptions::tcp_keepalive`]), the client every 5 minutes while a
@@ -71,9 +75,9 @@ mod coalesce;
 mod server;
 mod status;
 
-pub use client::{ClientOptions, GrpcShim};
+pub use client::{ClientOptions, ClientTls, GrpcShim};
 pub use server::{
-    bind_unix, serve_tcp, serve_unix, GrpcServer, GrpcShimService, ServeError, ServerOptions, DEFAULT_MAX_MESSAGE,
-    DEFAULT_TCP_KEEPALIVE,
+    bind_unix, serve_tcp, serve_tcp_insecure_loopback, serve_unix, GrpcServer, GrpcShimService, ServeError,
+    ServerOptions, ServerTls, DEFAULT_MAX_MESSAGE, DEFAULT_TCP_KEEPALIVE,
 };
 pub use status::{from_status, grpc_code, to_status};

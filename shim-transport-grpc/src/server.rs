@@ -66,6 +66,12 @@ pub enum ServeError {
     /// The reflection service could not be built.
     #[error("reflection service: {0}")]
     Reflection(String),
+    /// The TLS material could not be used.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// Plain TCP was asked for on an address that is not loopback.
+    #[error("plain tcp refused on {0}: it is not a loopback address; serve with mutual tls (serve_tcp)")]
+    NotLoopback(std::net::SocketAddr),
 }
 
 /// Settings of the gRPC server.
@@ -320,11 +326,32 @@ impl Drop for GrpcServer {
     }
 }
 
+/// PEM material for serving over TCP with mutual TLS: the server's
+/// certificate chain and key, and the CA whose certificates clients must
+/// present. A client without such a certificate fails the handshake.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// The server's certificate chain, PEM.
+    pub cert_pem: Vec<u8>,
+    /// The server's private key, PEM.
+    pub key_pem: Vec<u8>,
+    /// The CA certificate(s) that sign client certificates, PEM.
+    pub client_ca_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("ServerTls").finish_non_exhaustive()
+    }
+}
+
 /// Starts the server on `incoming` in a task.
 fn spawn_server<I, IO, IE>(
     shim: Arc<dyn Shim>,
     options: &ServerOptions,
     keepalive: Option<std::time::Duration>,
+    tls: Option<&ServerTls>,
     incoming: I,
 ) -> Result<(watch::Sender<bool>, Task), ServeError>
 where
@@ -342,11 +369,19 @@ where
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let (reporter, health) = tonic_health::server::health_reporter();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        let config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+            .client_ca_root(tonic::transport::Certificate::from_pem(&tls.client_ca_pem))
+            .client_auth_optional(false);
+        builder = builder.tls_config(config).map_err(|e| ServeError::Tls(e.to_string()))?;
+    }
     let mut stop = rx;
     let task = tokio::spawn(async move {
         reporter.set_serving::<ShimServer<GrpcShimService>>().await;
         let me = nix::unistd::Uid::effective().as_raw();
-        tonic::transport::Server::builder()
+        builder
             .http2_keepalive_interval(keepalive)
             .http2_keepalive_timeout(keepalive.map(|every| every.min(MAX_PING_WAIT)))
             .layer(tonic::service::InterceptorLayer::new(move |req| check_peer(req, me)))
@@ -368,21 +403,52 @@ type Task = tokio::task::JoinHandle<Result<(), ServeError>>;
 /// checks made), with the health and reflection services.
 pub fn serve_unix(shim: Arc<dyn Shim>, path: &Path, options: ServerOptions) -> Result<GrpcServer, ServeError> {
     let listener = bind_unix(path)?;
-    let (shutdown, task) = spawn_server(shim, &options, None, UnixListenerStream::new(listener))?;
+    let (shutdown, task) = spawn_server(shim, &options, None, None, UnixListenerStream::new(listener))?;
     Ok(GrpcServer { grace: options.shutdown_grace, shutdown, task: Some(task), socket: Some(path.to_path_buf()) })
 }
 
-/// Serves `shim` on a TCP address. There is no peer check on TCP: use it only
-/// on a trusted network or behind an authenticating proxy.
+/// Serves `shim` on a TCP address with mutual TLS: only clients presenting
+/// a certificate signed by `tls.client_ca_pem` complete the handshake.
+///
+/// A shim's API hands its caller root (a Create names the runtime binary
+/// and any stdio path), so TCP is never served without client
+/// authentication; for tests on one machine there is
+/// [`serve_tcp_insecure_loopback`].
 pub async fn serve_tcp(
     shim: Arc<dyn Shim>,
     addr: std::net::SocketAddr,
+    tls: ServerTls,
+    options: ServerOptions,
+) -> Result<(GrpcServer, std::net::SocketAddr), ServeError> {
+    serve_tcp_with(shim, addr, Some(&tls), options).await
+}
+
+/// Serves `shim` over plain TCP, without any authentication, on a loopback
+/// address only (any other address is refused with
+/// [`ServeError::NotLoopback`]). Every local user can then drive the shim,
+/// and so act as root: for tests and development, never for production.
+pub async fn serve_tcp_insecure_loopback(
+    shim: Arc<dyn Shim>,
+    addr: std::net::SocketAddr,
+    options: ServerOptions,
+) -> Result<(GrpcServer, std::net::SocketAddr), ServeError> {
+    if !addr.ip().is_loopback() {
+        return Err(ServeError::NotLoopback(addr));
+    }
+    tracing::warn!(%addr, "serving the shim over plain tcp without authentication (loopback only)");
+    serve_tcp_with(shim, addr, None, options).await
+}
+
+async fn serve_tcp_with(
+    shim: Arc<dyn Shim>,
+    addr: std::net::SocketAddr,
+    tls: Option<&ServerTls>,
     options: ServerOptions,
 ) -> Result<(GrpcServer, std::net::SocketAddr), ServeError> {
     let err = |context| move |source| ServeError::Io { context, path: PathBuf::from(addr.to_string()), source };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(err("cannot bind"))?;
     let local = listener.local_addr().map_err(err("cannot read the address of"))?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let (shutdown, task) = spawn_server(shim, &options, options.tcp_keepalive, incoming)?;
+    let (shutdown, task) = spawn_server(shim, &options, options.tcp_keepalive, tls, incoming)?;
     Ok((GrpcServer { grace: options.shutdown_grace, shutdown, task: Some(task), socket: None }, local))
 }

@@ -273,9 +273,10 @@ async fn the_shim_can_be_served_over_tcp_on_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let (shim, init) = running(dir.path()).await;
     let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let (server, local) = shim_transport_grpc::serve_tcp(shim, addr, ServerOptions::default()).await.unwrap();
+    let (server, local) =
+        shim_transport_grpc::serve_tcp_insecure_loopback(shim, addr, ServerOptions::default()).await.unwrap();
     assert!(server.socket().is_none());
-    let client = GrpcShim::connect_tcp(&format!("http://{local}"), ClientOptions::default()).await.unwrap();
+    let client = GrpcShim::connect_tcp_insecure(&format!("http://{local}"), ClientOptions::default()).await.unwrap();
     assert_eq!(client.state(StateRequest {}).await.unwrap().processes, vec![Process::new(init, State::Running)]);
     assert_eq!(client.delete(DeleteRequest { pid: 12345 }).await.unwrap_err().code(), Code::NotFound);
     server.shutdown().await.unwrap();
@@ -311,7 +312,7 @@ async fn a_tcp_peer_that_stops_answering_is_disconnected() {
     let every = Duration::from_millis(200);
     let options = ServerOptions { tcp_keepalive: Some(every), ..Default::default() };
     let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let (server, local) = shim_transport_grpc::serve_tcp(shim, addr, options).await.unwrap();
+    let (server, local) = shim_transport_grpc::serve_tcp_insecure_loopback(shim, addr, options).await.unwrap();
     // An HTTP/2 client that opens the connection and then goes silent, as
     // one behind a dead link would: it never answers the server's PINGs.
     let mut peer = tokio::net::TcpStream::connect(local).await.unwrap();
@@ -358,7 +359,7 @@ async fn a_tcp_shim_that_stops_answering_fails_the_open_calls() {
     });
     let every = Duration::from_millis(200);
     let options = ClientOptions { tcp_keepalive: Some(every), ..Default::default() };
-    let client = tokio::time::timeout(T, GrpcShim::connect_tcp(&format!("http://{local}"), options)).await;
+    let client = tokio::time::timeout(T, GrpcShim::connect_tcp_insecure(&format!("http://{local}"), options)).await;
     let client = client.unwrap().unwrap();
     // Wait has no call timeout: only the keepalive can end it.
     let started = std::time::Instant::now();
