@@ -13,9 +13,14 @@
 //!
 //! # Socket safety
 //!
-//! - The socket is created with mode 0600 in a directory that only its owner
-//!   can enter (created 0700 if missing; an existing directory open to others,
-//!   or owned by another user, is refused).
+//! - The socket is created with mode 0600, never visible with looser
+//!   permissions (bound in a private directory, then renamed into place).
+//! - Its directory is created with mode 0700 if missing. It and every
+//!   directory above it must belong to root or the server's uid and must not
+//!   be writable by group or others, as sshd's StrictModes requires (a sticky
+//!   directory such as `/tmp` above it is fine): a root-owned 0755
+//!   `/run/shim` is accepted, a 0775 one is refused with the fix in the
+//!   error.
 //! - A stale socket left by a dead shim is replaced; a live one is refused
 //!   with [`ServeError::InUse`].
 //! - A peer whose uid (`SO_PEERCRED`) is neither root nor the server's own uid

@@ -29,16 +29,25 @@ pub enum ServeError {
     /// Another shim is serving on this socket path.
     #[error("socket {0} is in use by a live server")]
     InUse(PathBuf),
-    /// The socket's directory could be entered by users other than its owner.
-    #[error("socket directory {dir} has mode {mode:o}: it must be reachable by its owner only (0700)")]
+    /// The socket's directory, or one above it, can be written by group or
+    /// others (without the sticky bit, for those above): any of them could
+    /// replace the socket.
+    #[error(
+        "{dir} has mode {mode:o}: group or others may write it, so they could replace the socket; \
+         fix with `chmod go-w {dir}` or choose another directory"
+    )]
     OpenDirectory {
         /// The directory.
         dir: PathBuf,
         /// Its permission bits.
         mode: u32,
     },
-    /// The socket directory belongs to another user.
-    #[error("socket directory {dir} is owned by uid {owner}, not by this process's uid {me}")]
+    /// The socket's directory, or one above it, belongs to a user other than
+    /// root and this process's.
+    #[error(
+        "{dir} is owned by uid {owner}, who could replace the socket: it must belong to root or uid {me}; \
+         fix with `chown {me} {dir}` or choose another directory"
+    )]
     ForeignDirectory {
         /// The directory.
         dir: PathBuf,
@@ -112,8 +121,46 @@ pub const DEFAULT_TCP_KEEPALIVE: std::time::Duration = std::time::Duration::from
 /// Longest wait for the answer to a keepalive PING.
 pub(crate) const MAX_PING_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// Prepares `path` for a new socket: a private directory, no live server,
-/// no stale file. Returns the bound listener with mode 0600.
+/// Checks the directories a socket lives in, as sshd's StrictModes does:
+/// the socket's own directory and every one above it must belong to root or
+/// to us, and none may be writable by group or others, except (above the
+/// socket's own) one with the sticky bit, such as `/tmp`, where others
+/// cannot rename or remove what is ours. A root-owned 0755 `/run/shim` is
+/// fine; a 0775 one, or one under a world-writable non-sticky directory, is
+/// not.
+fn check_directories(dir: &Path, me: u32) -> Result<(), ServeError> {
+    let real = std::fs::canonicalize(dir).map_err(|source| ServeError::Io {
+        context: "cannot resolve",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for (depth, d) in real.ancestors().enumerate() {
+        let meta = std::fs::metadata(d).map_err(|source| ServeError::Io {
+            context: "cannot stat",
+            path: d.to_path_buf(),
+            source,
+        })?;
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(ServeError::ForeignDirectory { dir: d.to_path_buf(), owner: meta.uid(), me });
+        }
+        let mode = meta.mode() & 0o7777;
+        let sticky = mode & 0o1000 != 0;
+        if mode & 0o022 != 0 && (depth == 0 || !sticky) {
+            return Err(ServeError::OpenDirectory { dir: d.to_path_buf(), mode });
+        }
+    }
+    Ok(())
+}
+
+/// Prepares `path` for a new socket: safe directories (see below), no live
+/// server, no stale file. Returns the listener, its socket of mode 0600.
+///
+/// A missing directory is created with mode 0700. The directory and those
+/// above it are checked like sshd's StrictModes: each owned by root or by
+/// us, none writable by group or others (a sticky one like `/tmp` above
+/// the socket's own is fine). The socket is bound in a private temporary
+/// directory beside it, given mode 0600 and then renamed into place, so
+/// there is no moment at which it exists at `path` with looser permissions.
 pub fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
     fn io<'a>(context: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ServeError + 'a {
         move |source| ServeError::Io { context, path: path.to_path_buf(), source }
@@ -122,15 +169,8 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
     if !dir.exists() {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io("cannot create", dir))?;
     }
-    let meta = std::fs::metadata(dir).map_err(io("cannot stat", dir))?;
     let me = nix::unistd::Uid::effective().as_raw();
-    if meta.uid() != me {
-        return Err(ServeError::ForeignDirectory { dir: dir.to_path_buf(), owner: meta.uid(), me });
-    }
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(ServeError::OpenDirectory { dir: dir.to_path_buf(), mode });
-    }
+    check_directories(dir, me)?;
     match std::fs::symlink_metadata(path) {
         Ok(m) => {
             use std::os::unix::fs::FileTypeExt;
@@ -146,8 +186,19 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, ServeError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io("cannot stat", path)(e)),
     }
-    let listener = UnixListener::bind(path).map_err(io("cannot bind", path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io("cannot chmod", path))?;
+    let private = nix::unistd::mkdtemp(&dir.join(".shim-bind-XXXXXX"))
+        .map_err(|e| io("cannot create a private directory in", dir)(e.into()))?;
+    let staged = private.join("s");
+    let bound = (|| -> Result<UnixListener, ServeError> {
+        let listener = UnixListener::bind(&staged).map_err(io("cannot bind", path))?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
+            .map_err(io("cannot chmod", &staged))?;
+        std::fs::rename(&staged, path).map_err(io("cannot move the socket to", path))?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    let listener = bound?;
     Ok(listener)
 }
 

@@ -64,12 +64,7 @@ async fn socket_is_private_and_stale_sockets_are_replaced() {
     assert_eq!(client.state(StateRequest {}).await.unwrap(), StateResponse::default());
     server.shutdown().await.unwrap();
 
-    // A directory others can enter is refused, and so is a regular file.
-    let open = dir.path().join("open");
-    std::fs::create_dir(&open).unwrap();
-    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let r = serve_unix(Arc::new(FakeShim::new()), &open.join("s.sock"), ServerOptions::default());
-    assert!(matches!(r, Err(ServeError::OpenDirectory { mode: 0o755, .. })), "{r:?}");
+    // A regular file in the socket's place is refused.
     let file = socket.parent().unwrap().join("file");
     std::fs::write(&file, "x").unwrap();
     let r = serve_unix(Arc::new(FakeShim::new()), &file, ServerOptions::default());
@@ -367,4 +362,53 @@ async fn a_tcp_shim_that_stops_answering_fails_the_open_calls() {
     let err = err.expect("the keepalive did not end the call").unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err}");
     assert!(started.elapsed() >= every);
+}
+
+/// Makes `dir` (and its parents) with `mode`.
+fn dir_with_mode(path: &Path, mode: u32) -> PathBuf {
+    std::fs::create_dir_all(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path.to_path_buf()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_directories_follow_strict_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |socket: PathBuf| serve_unix(Arc::new(FakeShim::new()), &socket, ServerOptions::default());
+
+    // An ordinary root-owned (our uid's) 0755 directory, under the sticky
+    // world-writable /tmp: accepted; the socket is 0600.
+    let ordinary = dir_with_mode(&dir.path().join("run-shim"), 0o755);
+    let server = serve(ordinary.join("x.sock")).unwrap();
+    let mode = std::fs::metadata(ordinary.join("x.sock")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let client = GrpcShim::connect(&ordinary.join("x.sock"), ClientOptions::default()).await.unwrap();
+    assert_eq!(client.state(StateRequest {}).await.unwrap(), StateResponse::default());
+    server.shutdown().await.unwrap();
+    // Nothing of the staging is left beside it.
+    assert_eq!(std::fs::read_dir(&ordinary).unwrap().count(), 0);
+
+    // Group-writable socket directory: refused, naming it and the fix.
+    let group = dir_with_mode(&dir.path().join("group"), 0o775);
+    let err = serve(group.join("x.sock")).unwrap_err();
+    assert!(matches!(&err, ServeError::OpenDirectory { dir, mode: 0o775 } if dir.ends_with("group")), "{err:?}");
+    assert!(err.to_string().contains("chmod go-w"), "{err}");
+
+    // A world-writable directory above it, without the sticky bit: refused.
+    let parent = dir_with_mode(&dir.path().join("open"), 0o777);
+    let child = dir_with_mode(&parent.join("mine"), 0o700);
+    let err = serve(child.join("x.sock")).unwrap_err();
+    assert!(matches!(&err, ServeError::OpenDirectory { dir, mode: 0o777 } if dir.ends_with("open")), "{err:?}");
+    // The same with the sticky bit (like /tmp): accepted.
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    serve(child.join("x.sock")).unwrap().shutdown().await.unwrap();
+
+    // Owned by another user: refused.
+    let foreign = dir_with_mode(&dir.path().join("foreign"), 0o700);
+    if nix::unistd::Uid::effective().is_root() {
+        nix::unistd::chown(&foreign, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        let err = serve(foreign.join("x.sock")).unwrap_err();
+        assert!(matches!(&err, ServeError::ForeignDirectory { owner: 65534, .. }), "{err:?}");
+        assert!(err.to_string().contains("chown"), "{err}");
+    }
 }

@@ -17,7 +17,9 @@ use shim_examples::logs::{self, LogFormat};
 #[derive(Parser)]
 #[command(name = "shim", version)]
 struct Args {
-    /// The unix socket to serve on (its directory is created with mode 0700).
+    /// The unix socket to serve on. A missing directory is created with mode
+    /// 0700; an existing one (and those above it) must belong to root or
+    /// this user and not be writable by group or others.
     #[arg(long)]
     socket: PathBuf,
     /// Private work directory for pid files and console sockets
