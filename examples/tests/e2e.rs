@@ -499,3 +499,20 @@ fn logs_are_plain_text_off_a_terminal_and_json_on_request() {
         }
     }
 }
+
+#[test]
+fn versions_name_the_release_and_every_help_shows_an_example() {
+    for bin in [SHIM, SHIMCTL] {
+        let out = Command::new(bin).arg("--version").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains(env!("CARGO_PKG_VERSION")), "{bin}: {text}");
+        let help = Command::new(bin).arg("--help").output().unwrap();
+        assert!(String::from_utf8_lossy(&help.stdout).contains("Example"), "{bin} --help");
+    }
+    for sub in ["create", "start", "exec", "state", "events", "kill", "wait", "pty", "delete", "run", "demo", "bundle"]
+    {
+        let help = Command::new(SHIMCTL).args([sub, "--help"]).output().unwrap();
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(text.contains("Example:\n  shimctl"), "shimctl {sub} --help has no example:\n{text}");
+    }
+}

@@ -46,11 +46,13 @@
 //!
 //! Over a unix socket the HTTP/2 `:authority` is meaningless. Our client and
 //! grpc-go, grpcurl and Kubernetes send `localhost`. Some clients (grpcio's
-//! C core, grpc-java, .NET) send the socket path instead, which the HTTP/2
-//! layer of this server rejects as a malformed authority. Configure such
-//! clients to send `localhost` (grpcio: channel option
-//! `grpc.default_authority`; grpc-java: `overrideAuthority("localhost")`;
-//! .NET: a `SocketsHttpHandler` with an `http://localhost` address).
+//! C core, grpc-java, .NET) send the socket path, or its percent-encoding,
+//! which h2 (the HTTP/2 layer under tonic) refuses as a malformed
+//! authority. Every unix connection of [`serve_unix`] therefore goes
+//! through a small frame-level adapter ([`authority`]) that replaces an
+//! authority h2 would refuse with `localhost` before h2 parses the request;
+//! blocks with a good authority pass through byte for byte. Stock clients
+//! work with no options. TCP connections keep h2's checks.
 //!
 //! # Example
 //!
@@ -75,6 +77,7 @@
 //! # }
 //! ```
 
+pub mod authority;
 mod client;
 mod coalesce;
 mod server;

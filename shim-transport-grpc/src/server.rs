@@ -454,7 +454,12 @@ type Task = tokio::task::JoinHandle<Result<(), ServeError>>;
 /// checks made), with the health and reflection services.
 pub fn serve_unix(shim: Arc<dyn Shim>, path: &Path, options: ServerOptions) -> Result<GrpcServer, ServeError> {
     let listener = bind_unix(path)?;
-    let (shutdown, task) = spawn_server(shim, &options, None, None, UnixListenerStream::new(listener))?;
+    // Every unix connection goes through the `:authority` adapter (see the
+    // `authority` module): stock clients that send the socket path work.
+    let incoming = futures::StreamExt::map(UnixListenerStream::new(listener), |conn| {
+        conn.map(crate::authority::FixAuthority::new)
+    });
+    let (shutdown, task) = spawn_server(shim, &options, None, None, incoming)?;
     Ok(GrpcServer { grace: options.shutdown_grace, shutdown, task: Some(task), socket: Some(path.to_path_buf()) })
 }
 

@@ -18,8 +18,9 @@ fn python_grpc_available() -> bool {
     ok
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_python_client_from_the_seed_proto_runs_a_container() {
+/// Runs the Python client's lifecycle with its channel made as `mode` says
+/// (see the script's usage).
+async fn python_lifecycle(mode: &str) {
     if !require_runc() || !python_grpc_available() {
         return;
     }
@@ -32,21 +33,40 @@ async fn a_python_client_from_the_seed_proto_runs_a_container() {
     let server = serve_unix(shim, &socket, ServerOptions::default()).unwrap();
     let proto_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shim-proto/proto");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/seed_client.py");
-    let id = format!("py-{}", std::process::id());
+    let id = format!("py-{mode}-{}", std::process::id());
     // This process has a reaper (the shim's), which owns every child's exit:
-    // the client is spawned and waited for through it.
-    let (stdout, stderr) = (dir.path().join("py.out"), dir.path().join("py.err"));
+    // the client runs through it.
     let mut cmd = Command::new("python3");
-    cmd.arg(script).arg(proto_dir).arg(&socket).arg(&bundle).arg(&id);
-    cmd.stdout(std::fs::File::create(&stdout).unwrap()).stderr(std::fs::File::create(&stderr).unwrap());
-    let (_child, exit) = shared_reaper().spawn(&mut cmd).unwrap();
-    drop(cmd);
-    let exit = tokio::time::timeout(std::time::Duration::from_secs(60), exit.wait()).await.unwrap().unwrap();
-    let text = std::fs::read_to_string(&stdout).unwrap();
-    let err = std::fs::read_to_string(&stderr).unwrap();
-    assert_eq!(exit.status, 0, "python client failed:\n{text}\n{err}");
+    cmd.arg(script).arg(proto_dir).arg(&socket).arg(&bundle).arg(&id).arg(mode);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), shared_reaper().output(&mut cmd))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "python client ({mode}) failed:\n{text}\n{err}");
+    assert!(text.contains(&format!("channel authority mode {mode}")), "{text}");
     assert!(text.contains("event EXIT"), "{text}");
     assert!(text.contains("deleted exit_status=5"), "{text}");
     assert!(text.contains("second delete: NOT_FOUND"), "{text}");
     server.shutdown().await.unwrap();
+}
+
+/// A stock grpcio channel with no options at all: it sends the socket path
+/// as `:authority`, which h2 alone would refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_client_with_no_channel_options_runs_a_container() {
+    python_lifecycle("default").await;
+}
+
+/// The socket path percent-encoded as the authority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_client_with_a_percent_encoded_authority_runs_a_container() {
+    python_lifecycle("percent").await;
+}
+
+/// The documented work-around still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_client_from_the_seed_proto_runs_a_container() {
+    python_lifecycle("localhost").await;
 }

@@ -15,7 +15,11 @@ use shim_examples::logs::{self, LogFormat};
 /// Exits 0 after the container's init process was deleted, or on SIGTERM or
 /// SIGINT after killing and deleting the container.
 #[derive(Parser)]
-#[command(name = "shim", version)]
+#[command(
+    name = "shim",
+    version = env!("SHIM_VERSION"),
+    after_help = "Examples:\n  shim --socket /run/shim/web.sock --daemonize\n  shim --socket /run/shim/web.sock --log-format json --log-level debug 2>>/var/log/shim-web.log"
+)]
 struct Args {
     /// The unix socket to serve on. A missing directory is created with mode
     /// 0700; an existing one (and those above it) must belong to root or

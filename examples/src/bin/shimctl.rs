@@ -9,7 +9,12 @@ use shim_core::Shim;
 use shim_examples::ctl;
 
 #[derive(Parser)]
-#[command(name = "shimctl", version, about = "Drive a container shim from the command line")]
+#[command(
+    name = "shimctl",
+    version = env!("SHIM_VERSION"),
+    about = "Drive a container shim from the command line",
+    after_help = "Examples:\n  shim --socket /run/shim/web.sock --daemonize\n  shimctl --socket /run/shim/web.sock create --id web --bundle /srv/web\n  shimctl --socket /run/shim/web.sock start\n  shimctl run --bundle /srv/web --tty\n\nEach command's --help shows an example of it."
+)]
 struct Cli {
     /// The shim's unix socket.
     #[arg(long, global = true)]
@@ -21,6 +26,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create the container (prints the init's pid).
+    #[command(
+        after_help = "Example:\n  shimctl --socket /run/shim/web.sock create --id web --bundle /srv/web --stdout /var/log/web.log"
+    )]
     Create {
         /// Container id.
         #[arg(long)]
@@ -42,8 +50,10 @@ enum Command {
         stderr: Option<String>,
     },
     /// Start the container's init.
+    #[command(after_help = "Example:\n  shimctl --socket /run/shim/web.sock start")]
     Start,
     /// Run another process in the container (prints its pid).
+    #[command(after_help = "Example:\n  shimctl --socket /run/shim/web.sock exec --env DEBUG=1 -- ps aux")]
     Exec {
         /// Give the process a terminal.
         #[arg(long)]
@@ -62,8 +72,10 @@ enum Command {
         args: Vec<String>,
     },
     /// Show the container and its processes.
+    #[command(after_help = "Example:\n  shimctl --socket /run/shim/web.sock state")]
     State,
     /// Print events as they arrive, one per line.
+    #[command(after_help = "Example:\n  shimctl --socket /run/shim/web.sock events --json --since 0")]
     Events {
         /// JSON lines instead of text.
         #[arg(long)]
@@ -73,6 +85,7 @@ enum Command {
         since: Option<u64>,
     },
     /// Send a signal.
+    #[command(after_help = "Example:\n  shimctl --socket /run/shim/web.sock kill --pid 4242 --signal 9 --all")]
     Kill {
         /// Process id.
         #[arg(long)]
@@ -85,12 +98,14 @@ enum Command {
         all: bool,
     },
     /// Wait for a process to exit and print its exit status.
+    #[command(after_help = "Example:\n  shimctl --socket /run/shim/web.sock wait --pid 4242")]
     Wait {
         /// Process id.
         #[arg(long)]
         pid: u32,
     },
     /// Resize a process's terminal.
+    #[command(after_help = "Example:\n  shimctl --socket /run/shim/web.sock pty --pid 4242 --width 120 --height 40")]
     Pty {
         /// Process id.
         #[arg(long)]
@@ -103,6 +118,7 @@ enum Command {
         height: u32,
     },
     /// Delete a process (the init: the container) and print its exit status.
+    #[command(after_help = "Example:\n  shimctl --socket /run/shim/web.sock delete --pid 4242")]
     Delete {
         /// Process id.
         #[arg(long)]
@@ -110,6 +126,7 @@ enum Command {
     },
     /// Start a shim, run a bundle with this terminal's stdio, wait, delete,
     /// and exit with the container's status, like `runc run`.
+    #[command(after_help = "Example:\n  shimctl run --bundle /srv/web --tty")]
     Run {
         /// Bundle directory.
         #[arg(long)]
@@ -122,8 +139,11 @@ enum Command {
         tty: bool,
     },
     /// Run a throwaway busybox container through a shim daemon, step by step.
+    #[command(after_help = "Example:\n  shimctl demo")]
     Demo,
     /// Write a busybox bundle (from the host's static busybox) into a directory.
+    #[command(after_help = r#"Example:
+  shimctl bundle --dir /tmp/bundle -- sh -c "echo hello; sleep 100""#)]
     Bundle {
         /// Where to write it (created if missing).
         #[arg(long)]

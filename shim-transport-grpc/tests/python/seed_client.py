@@ -2,12 +2,18 @@
 container lifecycle against our server: proof that seed clients in another
 language work unchanged.
 
-usage: seed_client.py PROTO_DIR SOCKET BUNDLE ID
+usage: seed_client.py PROTO_DIR SOCKET BUNDLE ID [AUTHORITY]
 PROTO_DIR holds seed/shim.proto and gogoproto/gogo.proto.
+AUTHORITY is how the channel is made:
+  default  no channel options at all (grpcio then sends the socket path as
+           :authority, which our server must accept);
+  percent  the socket path, percent-encoded, as grpc.default_authority;
+  localhost  grpc.default_authority=localhost (what a careful user sets).
 Prints one line per step; exits non-zero on any failure.
 """
 import os
 import sys
+import urllib.parse
 import tempfile
 import threading
 
@@ -35,15 +41,23 @@ def generate(proto_dir, out):
 
 def main():
     proto_dir, socket, bundle, cid = sys.argv[1:5]
+    authority = sys.argv[5] if len(sys.argv) > 5 else "default"
     out = tempfile.mkdtemp()
     generate(proto_dir, out)
     import shim_pb2 as pb
     import shim_pb2_grpc as rpc
     from google.protobuf import empty_pb2  # noqa: F401  (the seed imports it)
 
-    # grpcio would send the socket path as :authority; say localhost, as
-    # the server documents.
-    channel = grpc.insecure_channel(f"unix:{socket}", options=[("grpc.default_authority", "localhost")])
+    if authority == "default":
+        channel = grpc.insecure_channel(f"unix:{socket}")
+    elif authority == "percent":
+        encoded = urllib.parse.quote(socket, safe="")
+        channel = grpc.insecure_channel(f"unix:{socket}", options=[("grpc.default_authority", encoded)])
+    elif authority == "localhost":
+        channel = grpc.insecure_channel(f"unix:{socket}", options=[("grpc.default_authority", "localhost")])
+    else:
+        sys.exit(f"unknown authority mode {authority}")
+    print(f"channel authority mode {authority}", flush=True)
     stub = rpc.ShimStub(channel)
 
     events = []
