@@ -112,6 +112,21 @@ impl Shim for DaemonShim {
     async fn close_stdin(&self, r: CloseStdinRequest) -> shim_core::Result<()> {
         self.shim.close_stdin(r).await
     }
+    async fn pause(&self, r: shim_proto::v1::PauseRequest) -> shim_core::Result<()> {
+        self.shim.pause(r).await
+    }
+    async fn resume(&self, r: shim_proto::v1::ResumeRequest) -> shim_core::Result<()> {
+        self.shim.resume(r).await
+    }
+    async fn list_pids(
+        &self,
+        r: shim_proto::v1::ListPidsRequest,
+    ) -> shim_core::Result<shim_proto::v1::ListPidsResponse> {
+        self.shim.list_pids(r).await
+    }
+    async fn update(&self, r: shim_proto::v1::UpdateRequest) -> shim_core::Result<()> {
+        self.shim.update(r).await
+    }
 }
 
 /// How long the teardown after SIGTERM or SIGINT may take.

@@ -516,3 +516,36 @@ fn versions_name_the_release_and_every_help_shows_an_example() {
         assert!(text.contains("Example:\n  shimctl"), "shimctl {sub} --help has no example:\n{text}");
     }
 }
+
+#[test]
+fn shimctl_pauses_lists_updates_and_resumes_through_the_daemon() {
+    if !require_runc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run").join("shim.sock");
+    let b = bundle(dir.path(), BundleBuilder::new().args(["sleep", "1000"]));
+    let mut shim = start_shim(&socket);
+    let init = stdout_of(&shimctl(&socket, &["create", "--id", "e2e-pause", "--bundle", b.to_str().unwrap()]));
+    stdout_of(&shimctl(&socket, &["start"]));
+    let exec = stdout_of(&shimctl(&socket, &["exec", "--", "sleep", "1000"]));
+    let ps = stdout_of(&shimctl(&socket, &["ps"]));
+    for pid in [&init, &exec] {
+        assert!(ps.lines().any(|l| l == format!("{pid} shim")), "{ps}");
+    }
+    stdout_of(&shimctl(&socket, &["update", "--memory-limit", "268435456", "--pids-limit", "100"]));
+    let bad = shimctl(&socket, &["update"]);
+    assert!(!bad.status.success());
+    stdout_of(&shimctl(&socket, &["pause"]));
+    assert_eq!(stdout_of(&shimctl(&socket, &["state"])), format!("id e2e-pause\n{init} PAUSED\n{exec} PAUSED"));
+    let refused = shimctl(&socket, &["exec", "--", "true"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("FAILED_PRECONDITION"), "{refused:?}");
+    stdout_of(&shimctl(&socket, &["resume"]));
+    assert_eq!(stdout_of(&shimctl(&socket, &["state"])), format!("id e2e-pause\n{init} RUNNING\n{exec} RUNNING"));
+    assert_eq!(stdout_of(&shimctl(&socket, &["delete", "--pid", &init])), "137");
+    let start = Instant::now();
+    while shim.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < T, "shim did not exit after its init was deleted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

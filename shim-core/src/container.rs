@@ -10,8 +10,9 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use shim_proto::v1::{
     CloseStdinRequest, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, Event, EventType, EventsRequest,
-    ExecRequest, ExecResponse, KillRequest, Process, PtyRequest, StartRequest, State, StateRequest, StateResponse,
-    WaitRequest, WaitResponse,
+    ExecRequest, ExecResponse, KillRequest, ListPidsRequest, ListPidsResponse, PauseRequest, Process, ProcessInfo,
+    PtyRequest, ResumeRequest, StartRequest, State, StateRequest, StateResponse, UpdateRequest, WaitRequest,
+    WaitResponse,
 };
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -94,6 +95,8 @@ struct Container {
     id: String,
     init_pid: u32,
     started: bool,
+    /// Frozen by Pause, until Resume (or the Delete that thaws it).
+    paused: bool,
     defaults: ProcessDefaults,
     procs: BTreeMap<u32, Arc<Proc>>,
     oom_task: Option<JoinHandle<()>>,
@@ -302,8 +305,15 @@ impl<R: Runtime> ContainerShim<R> {
             state.creating = false;
             let mut procs = BTreeMap::new();
             procs.insert(pid, Arc::clone(&proc));
-            state.container =
-                Some(Container { id: req.id.clone(), init_pid: pid, started: false, defaults, procs, oom_task: None });
+            state.container = Some(Container {
+                id: req.id.clone(),
+                init_pid: pid,
+                started: false,
+                paused: false,
+                defaults,
+                procs,
+                oom_task: None,
+            });
             // Published before the lock is released: no Start or Exec can
             // see the container, and publish, before CREATED is out.
             self.publish(&req.id, EventType::Created, pid, 0);
@@ -430,6 +440,16 @@ impl<R: Runtime> ContainerShim<R> {
                     tracing::debug!(error = %e, "kill of all processes failed");
                     let _ = self.inner.runtime.signal(proc.pid, Signal::KILL);
                 }
+                // A frozen container takes its SIGKILL only once thawed.
+                let paused = lock(&self.inner.state).container.as_ref().is_some_and(|c| c.paused);
+                if paused {
+                    if let Err(e) = self.inner.runtime.resume(&id).await {
+                        tracing::warn!(error = %e, "cannot thaw the paused container being deleted");
+                    }
+                    if let Some(c) = lock(&self.inner.state).container.as_mut() {
+                        c.paused = false;
+                    }
+                }
             }
             let status = proc.wait_exited().await;
             self.inner.runtime.delete(&id).await?;
@@ -449,6 +469,14 @@ impl<R: Runtime> ContainerShim<R> {
             Ok(DeleteResponse { exit_status: status })
         } else {
             if proc.reaped().is_none() {
+                let paused = lock(&self.inner.state).container.as_ref().is_some_and(|c| c.paused);
+                if paused {
+                    // Its SIGKILL would wait for the thaw, and so would this call.
+                    return Err(ShimError::FailedPrecondition(format!(
+                        "process {} is frozen with its paused container; resume the container or delete its init",
+                        proc.pid
+                    )));
+                }
                 self.inner.runtime.signal(proc.pid, Signal::KILL)?;
             }
             let status = proc.wait_exited().await;
@@ -472,6 +500,12 @@ impl<R: Runtime> ContainerShim<R> {
                 return Err(ShimError::FailedPrecondition(format!(
                     "init process {} of container {} has exited; cannot exec",
                     c.init_pid, c.id
+                )));
+            }
+            if c.paused {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "container {} is paused; resume it before exec",
+                    c.id
                 )));
             }
             // Counted under the same lock the init's exit takes to list the
@@ -553,7 +587,8 @@ impl<R: Runtime> ContainerShim<R> {
         let Some(c) = &state.container else {
             return Ok(StateResponse::default());
         };
-        let entry = |p: &Proc| Process::new(p.pid, if p.reaped().is_some() { State::Stopped } else { State::Running });
+        let live = if c.paused { State::Paused } else { State::Running };
+        let entry = |p: &Proc| Process::new(p.pid, if p.reaped().is_some() { State::Stopped } else { live });
         let mut processes: Vec<Process> = c.procs.get(&c.init_pid).map(|p| entry(p)).into_iter().collect();
         processes.extend(c.procs.values().filter(|p| !p.init).map(|p| entry(p)));
         Ok(StateResponse { id: c.id.clone(), processes })
@@ -601,6 +636,93 @@ impl<R: Runtime> ContainerShim<R> {
             let _ = tx.send(());
         }
         Ok(())
+    }
+}
+
+/// Pause, Resume, ListPids, Update.
+impl<R: Runtime> ContainerShim<R> {
+    /// The id and init pid of a started container whose init still runs,
+    /// checked under the start lock (which the init's EXIT also takes, so
+    /// no PAUSED or RESUMED can follow it); `paused` is the state asked for.
+    fn running_container(&self, verb: &str, paused: bool) -> Result<(String, u32)> {
+        let state = lock(&self.inner.state);
+        let c = state.container.as_ref().ok_or_else(|| {
+            ShimError::FailedPrecondition(format!("no container to {verb}: create and start it first"))
+        })?;
+        if !c.started {
+            return Err(ShimError::FailedPrecondition(format!("container {} is not started; cannot {verb}", c.id)));
+        }
+        if c.procs.get(&c.init_pid).is_none_or(|p| p.reaped().is_some()) {
+            return Err(ShimError::FailedPrecondition(format!(
+                "init process {} of container {} has exited; cannot {verb}",
+                c.init_pid, c.id
+            )));
+        }
+        if c.paused != paused {
+            let now = if c.paused { "paused" } else { "not paused" };
+            return Err(ShimError::FailedPrecondition(format!("container {} is {now}; cannot {verb}", c.id)));
+        }
+        Ok((c.id.clone(), c.init_pid))
+    }
+
+    fn set_paused(&self, id: &str, paused: bool) {
+        if let Some(c) = lock(&self.inner.state).container.as_mut().filter(|c| c.id == id) {
+            c.paused = paused;
+        }
+    }
+
+    async fn pause_now(&self, _req: PauseRequest) -> Result<()> {
+        let _order = self.inner.start_lock.lock().await;
+        let (id, pid) = self.running_container("pause", false)?;
+        self.inner.runtime.pause(&id).await?;
+        self.set_paused(&id, true);
+        self.publish(&id, EventType::ContainerPaused, pid, 0);
+        Ok(())
+    }
+
+    async fn resume_now(&self, _req: ResumeRequest) -> Result<()> {
+        let _order = self.inner.start_lock.lock().await;
+        let (id, pid) = self.running_container("resume", true)?;
+        self.inner.runtime.resume(&id).await?;
+        self.set_paused(&id, false);
+        self.publish(&id, EventType::ContainerResumed, pid, 0);
+        Ok(())
+    }
+
+    async fn list_pids_now(&self, _req: ListPidsRequest) -> Result<ListPidsResponse> {
+        let (id, ours) = {
+            let state = lock(&self.inner.state);
+            let c = state
+                .container
+                .as_ref()
+                .ok_or_else(|| ShimError::FailedPrecondition("no container to list: create it first".into()))?;
+            (c.id.clone(), c.procs.keys().copied().collect::<std::collections::BTreeSet<u32>>())
+        };
+        let pids = self.inner.runtime.pids(&id).await?;
+        let processes = pids
+            .into_iter()
+            .map(|pid| ProcessInfo { pid, shim_pid: if ours.contains(&pid) { pid } else { 0 } })
+            .collect();
+        Ok(ListPidsResponse { processes })
+    }
+
+    async fn update_now(&self, req: UpdateRequest) -> Result<()> {
+        let resources = spec::validate_resources(&req.resources)?;
+        let id = {
+            let state = lock(&self.inner.state);
+            let c = state
+                .container
+                .as_ref()
+                .ok_or_else(|| ShimError::FailedPrecondition("no container to update: create it first".into()))?;
+            if c.procs.get(&c.init_pid).is_none_or(|p| p.reaped().is_some()) {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "init process {} of container {} has exited; cannot update",
+                    c.init_pid, c.id
+                )));
+            }
+            c.id.clone()
+        };
+        self.inner.runtime.update(&id, &resources).await
     }
 }
 
@@ -662,5 +784,21 @@ impl<R: Runtime> Shim for ContainerShim<R> {
 
     async fn close_stdin(&self, req: CloseStdinRequest) -> Result<()> {
         self.close_stdin_now(req).await
+    }
+
+    async fn pause(&self, req: PauseRequest) -> Result<()> {
+        self.detached(|shim| async move { shim.pause_now(req).await }).await
+    }
+
+    async fn resume(&self, req: ResumeRequest) -> Result<()> {
+        self.detached(|shim| async move { shim.resume_now(req).await }).await
+    }
+
+    async fn list_pids(&self, req: ListPidsRequest) -> Result<ListPidsResponse> {
+        self.list_pids_now(req).await
+    }
+
+    async fn update(&self, req: UpdateRequest) -> Result<()> {
+        self.detached(|shim| async move { shim.update_now(req).await }).await
     }
 }

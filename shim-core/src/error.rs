@@ -20,6 +20,8 @@ pub enum Code {
     Unavailable,
     /// The runtime or the host failed (gRPC `INTERNAL`).
     Internal,
+    /// The shim's runtime cannot do this at all (gRPC `UNIMPLEMENTED`).
+    Unimplemented,
 }
 
 impl Code {
@@ -31,6 +33,7 @@ impl Code {
             Code::AlreadyExists => "ALREADY_EXISTS",
             Code::FailedPrecondition => "FAILED_PRECONDITION",
             Code::PermissionDenied => "PERMISSION_DENIED",
+            Code::Unimplemented => "UNIMPLEMENTED",
             Code::Unavailable => "UNAVAILABLE",
             Code::Internal => "INTERNAL",
         }
@@ -75,6 +78,10 @@ pub enum ShimError {
     /// The caller is not allowed to do this.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The runtime does not support the operation (a custom
+    /// [`Runtime`](crate::Runtime) that cannot pause, say).
+    #[error("not supported: {0}")]
+    Unimplemented(String),
     /// The shim or the connection to it is gone, or an event stream fell behind.
     #[error("{0}")]
     Unavailable(String),
@@ -118,6 +125,7 @@ impl ShimError {
             ShimError::AlreadyExists { .. } => Code::AlreadyExists,
             ShimError::FailedPrecondition(_) => Code::FailedPrecondition,
             ShimError::PermissionDenied(_) => Code::PermissionDenied,
+            ShimError::Unimplemented(_) => Code::Unimplemented,
             ShimError::Unavailable(_) => Code::Unavailable,
             ShimError::Runtime { .. } | ShimError::Io { .. } | ShimError::Internal(_) => Code::Internal,
             ShimError::Remote { code, .. } => *code,

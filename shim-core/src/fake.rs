@@ -134,6 +134,8 @@ struct FakeContainer {
     oom: OomTrigger,
     /// Set when the init exits; execs die with it.
     init_done: watch::Sender<bool>,
+    /// Frozen by `pause` (a flag only: the fake's programs keep running).
+    paused: bool,
 }
 
 #[derive(Default)]
@@ -328,6 +330,18 @@ impl FakeRuntime {
         lock(&self.state).reuse.push(pid);
     }
 
+    fn set_paused(&self, id: &str, paused: bool) -> Result<()> {
+        let verb = if paused { "pause" } else { "resume" };
+        let mut st = lock(&self.state);
+        let c = st.containers.get_mut(id).ok_or_else(|| fail(verb, format!("container {id:?} does not exist")))?;
+        if c.paused == paused {
+            let now = if paused { "paused" } else { "not paused" };
+            return Err(fail(verb, format!("container {id} is {now}")));
+        }
+        c.paused = paused;
+        Ok(())
+    }
+
     /// Starts a fake process; it waits for `start` (the init) before running.
     fn spawn(
         &self,
@@ -429,7 +443,10 @@ impl Runtime for FakeRuntime {
                 return Err(ShimError::AlreadyExists { id: spec.id.clone() });
             }
             let (init_done, _) = watch::channel(false);
-            st.containers.insert(spec.id.clone(), FakeContainer { init_pid: 0, start: Some(start_tx), oom, init_done });
+            st.containers.insert(
+                spec.id.clone(),
+                FakeContainer { init_pid: 0, start: Some(start_tx), oom, init_done, paused: false },
+            );
         }
         let mut launched = match self.spawn(&spec.id, true, steps, stdio, Some(start_rx)) {
             Ok(l) => l,
@@ -489,6 +506,32 @@ impl Runtime for FakeRuntime {
         }
         st.containers.remove(id);
         Ok(())
+    }
+
+    async fn pause(&self, id: &str) -> Result<()> {
+        self.set_paused(id, true)
+    }
+
+    async fn resume(&self, id: &str) -> Result<()> {
+        self.set_paused(id, false)
+    }
+
+    async fn pids(&self, id: &str) -> Result<Vec<u32>> {
+        let st = lock(&self.state);
+        if !st.containers.contains_key(id) {
+            return Err(fail("ps", format!("container {id:?} does not exist")));
+        }
+        let mut pids: Vec<u32> = st.procs.iter().filter(|(_, p)| p.container == id).map(|(pid, _)| *pid).collect();
+        pids.sort_unstable();
+        Ok(pids)
+    }
+
+    async fn update(&self, id: &str, _resources: &serde_json::Value) -> Result<()> {
+        if lock(&self.state).containers.contains_key(id) {
+            Ok(())
+        } else {
+            Err(fail("update", format!("container {id:?} does not exist")))
+        }
     }
 
     async fn cleanup(&self, spec: &CreateSpec) {

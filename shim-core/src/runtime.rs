@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use std::os::fd::OwnedFd;
 
-use crate::error::Result;
+use crate::error::{Result, ShimError};
 use crate::io::ProcessStdio;
 use crate::oom::OomWatcher;
 use crate::signal::Signal;
@@ -71,4 +71,23 @@ pub trait Runtime: Send + Sync + 'static {
     async fn delete(&self, id: &str) -> Result<()>;
     /// Removes what a failed `create` may have left.
     async fn cleanup(&self, spec: &CreateSpec);
+    /// Freezes every process of the container. The default says the runtime
+    /// cannot.
+    async fn pause(&self, id: &str) -> Result<()> {
+        Err(ShimError::Unimplemented(format!("runtime cannot pause container {id}")))
+    }
+    /// Thaws a frozen container.
+    async fn resume(&self, id: &str) -> Result<()> {
+        Err(ShimError::Unimplemented(format!("runtime cannot resume container {id}")))
+    }
+    /// The pids of every process in the container.
+    async fn pids(&self, id: &str) -> Result<Vec<u32>> {
+        Err(ShimError::Unimplemented(format!("runtime cannot list the processes of container {id}")))
+    }
+    /// Applies new resource limits, an OCI `LinuxResources` object (already
+    /// validated by the shim).
+    async fn update(&self, id: &str, resources: &serde_json::Value) -> Result<()> {
+        let _ = resources;
+        Err(ShimError::Unimplemented(format!("runtime cannot update container {id}")))
+    }
 }

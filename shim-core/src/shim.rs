@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use futures::Stream;
 use shim_proto::v1::{
     CloseStdinRequest, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, Event, EventsRequest, ExecRequest,
-    ExecResponse, KillRequest, PtyRequest, StartRequest, StateRequest, StateResponse, WaitRequest, WaitResponse,
+    ExecResponse, KillRequest, ListPidsRequest, ListPidsResponse, PauseRequest, PtyRequest, ResumeRequest,
+    StartRequest, StateRequest, StateResponse, UpdateRequest, WaitRequest, WaitResponse,
 };
 
 use crate::error::Result;
@@ -42,4 +43,12 @@ pub trait Shim: Send + Sync {
     async fn wait(&self, req: WaitRequest) -> Result<WaitResponse>;
     /// Closes a process's stdin so it reads end-of-file.
     async fn close_stdin(&self, req: CloseStdinRequest) -> Result<()>;
+    /// Freezes the started container; see the proto for the events.
+    async fn pause(&self, req: PauseRequest) -> Result<()>;
+    /// Thaws the paused container.
+    async fn resume(&self, req: ResumeRequest) -> Result<()>;
+    /// Lists every process in the container.
+    async fn list_pids(&self, req: ListPidsRequest) -> Result<ListPidsResponse>;
+    /// Applies new resource limits (OCI `LinuxResources` JSON).
+    async fn update(&self, req: UpdateRequest) -> Result<()>;
 }

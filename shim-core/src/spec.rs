@@ -182,6 +182,66 @@ impl ProcessDefaults {
     }
 }
 
+/// The members of an OCI `LinuxResources` object, with whether each is an
+/// object (`true`) or an array (`false`).
+const RESOURCES: &[(&str, bool)] = &[
+    ("devices", false),
+    ("memory", true),
+    ("cpu", true),
+    ("pids", true),
+    ("blockIO", true),
+    ("hugepageLimits", false),
+    ("network", true),
+    ("rdma", true),
+    ("unified", true),
+];
+
+/// Checks the JSON of an Update: an OCI `LinuxResources` object of at most
+/// 64 KiB whose members are the spec's, each of the right JSON type (and
+/// numbers where `memory`, `cpu` and `pids` hold numbers). Anything else is
+/// refused before the runtime sees it.
+pub fn validate_resources(json: &[u8]) -> Result<Value> {
+    if json.len() > MAX_FIELD {
+        return Err(ShimError::invalid("resources", format!("{} bytes is more than {MAX_FIELD}", json.len())));
+    }
+    let value: Value =
+        serde_json::from_slice(json).map_err(|e| ShimError::invalid("resources", format!("not valid json: {e}")))?;
+    let Some(object) = value.as_object() else {
+        return Err(ShimError::invalid("resources", "must be a JSON object (an OCI LinuxResources)"));
+    };
+    for (key, member) in object {
+        let Some((_, is_object)) = RESOURCES.iter().find(|(name, _)| name == key) else {
+            let shown: String = key.chars().take(64).collect();
+            let known: Vec<&str> = RESOURCES.iter().map(|(n, _)| *n).collect();
+            return Err(ShimError::invalid(
+                "resources",
+                format!("unknown member {shown:?} (an OCI LinuxResources has {})", known.join(", ")),
+            ));
+        };
+        if *is_object && !member.is_object() {
+            return Err(ShimError::invalid("resources", format!("{key} must be an object")));
+        }
+        if !*is_object && !member.is_array() {
+            return Err(ShimError::invalid("resources", format!("{key} must be an array")));
+        }
+        if matches!(key.as_str(), "memory" | "cpu" | "pids") {
+            for (field, v) in member.as_object().into_iter().flatten() {
+                // cpu.cpus and cpu.mems are cpuset strings; the rest are numbers.
+                let ok = if matches!(field.as_str(), "cpus" | "mems") {
+                    v.is_string()
+                } else {
+                    v.is_number() || v.is_boolean()
+                };
+                if !ok {
+                    let shown: String = field.chars().take(64).collect();
+                    return Err(ShimError::invalid("resources", format!("{key}.{shown} has the wrong type")));
+                }
+            }
+        }
+    }
+    Ok(value)
+}
+
 fn own_pid_namespace(config: &Value) -> bool {
     let Some(namespaces) = config.pointer("/linux/namespaces").and_then(Value::as_array) else {
         return true;
@@ -415,6 +475,22 @@ mod tests {
                 "permitted": ["CAP_CHOWN", "CAP_KILL"], "ambient": []
             })
         );
+    }
+
+    #[test]
+    fn resources_are_checked_before_the_runtime_sees_them() {
+        let ok = |j: &str| validate_resources(j.as_bytes()).map(|_| ()).map_err(|e| e.code());
+        let inv = Err(crate::Code::InvalidArgument);
+        assert_eq!(ok(r#"{"memory":{"limit":1048576,"swap":1048576},"pids":{"limit":10}}"#), Ok(()));
+        assert_eq!(ok(r#"{"cpu":{"quota":50000,"period":100000,"cpus":"0-1"}}"#), Ok(()));
+        assert_eq!(ok("{}"), Ok(()));
+        assert_eq!(ok("[]"), inv);
+        assert_eq!(ok("not json"), inv);
+        assert_eq!(ok(r#"{"memroy":{"limit":1}}"#), inv);
+        assert_eq!(ok(r#"{"memory":5}"#), inv);
+        assert_eq!(ok(r#"{"devices":{}}"#), inv);
+        assert_eq!(ok(r#"{"memory":{"limit":"lots"}}"#), inv);
+        assert_eq!(ok(&format!(r#"{{"unified":{{"x":"{}"}}}}"#, "a".repeat(MAX_FIELD))), inv);
     }
 
     #[test]

@@ -279,18 +279,21 @@ fn enums_convert_both_ways() {
         (2, EventType::Created),
         (3, EventType::Started),
         (4, EventType::ExecAdded),
+        (5, EventType::ContainerPaused),
+        (6, EventType::ContainerResumed),
     ] {
         assert_eq!(EventType::from_i32_checked(value), Ok(ty));
         assert_eq!(i32::from(ty), value);
     }
     assert_eq!(State::from_i32_checked(0), Ok(State::Stopped));
     assert_eq!(State::from_i32_checked(1), Ok(State::Running));
+    assert_eq!(State::from_i32_checked(2), Ok(State::Paused));
     let err = State::from_i32_checked(7).err();
     assert_eq!(err.map(|e| e.to_string()), Some("unknown State value 7".to_string()));
     assert!(EventType::from_i32_checked(-1).is_err());
-    let ev = Event { r#type: 5, ..Default::default() };
+    let ev = Event { r#type: 7, ..Default::default() };
     assert!(ev.event_type().is_err());
-    let p = Process { state: 2, ..Default::default() };
+    let p = Process { state: 3, ..Default::default() };
     assert!(p.process_state().is_err());
 }
 
@@ -324,14 +327,35 @@ fn seed_messages_and_rpcs_are_unchanged() {
         }
     }
     for e in &seed.enum_type {
-        let mine = ours.enum_type.iter().find(|o| o.name() == e.name());
-        assert_eq!(mine, Some(e), "enum {} changed", e.name());
+        // Extensions may append values (with new numbers); the seed's stay.
+        let mine = ours.enum_type.iter().find(|o| o.name() == e.name()).cloned().unwrap();
+        assert_eq!(&mine.value[..e.value.len()], e.value.as_slice(), "enum {} changed", e.name());
+        for extra in &mine.value[e.value.len()..] {
+            assert!(e.value.iter().all(|v| v.number() != extra.number()), "{} reuses a value", e.name());
+        }
     }
     let (seed_svc, our_svc) = (&seed.service[0], &ours.service[0]);
     assert_eq!(seed_svc.name(), our_svc.name());
     assert_eq!(&our_svc.method[..seed_svc.method.len()], seed_svc.method.as_slice(), "seed RPCs changed");
     let added: Vec<&str> = our_svc.method[seed_svc.method.len()..].iter().map(|m| m.name()).collect();
-    assert_eq!(added, ["Kill", "Wait", "CloseStdin"]);
+    assert_eq!(added, ["Kill", "Wait", "CloseStdin", "Pause", "Resume", "ListPids", "Update"]);
+}
+
+#[test]
+fn lifecycle_extension_messages() {
+    golden(PauseRequest {}, &[]);
+    golden(ResumeRequest {}, &[]);
+    golden(ListPidsRequest {}, &[]);
+    // processes (1) { pid (1) = 42, shim_pid (2) = 42 }, { pid = 300 }
+    golden(
+        ListPidsResponse {
+            processes: vec![ProcessInfo { pid: 42, shim_pid: 42 }, ProcessInfo { pid: 300, shim_pid: 0 }],
+        },
+        &[0x0a, 0x04, 0x08, 0x2a, 0x10, 0x2a, 0x0a, 0x03, 0x08, 0xac, 0x02],
+    );
+    golden(UpdateRequest { resources: b"{}".to_vec() }, &[0x0a, 0x02, b'{', b'}']);
+    golden(Process { pid: 1, state: State::Paused.into() }, &[0x08, 0x01, 0x10, 0x02]);
+    golden(Event::new("c", EventType::ContainerPaused, 1, 0), &[0x0a, 0x01, b'c', 0x10, 0x05, 0x18, 0x01]);
 }
 
 #[test]

@@ -263,4 +263,24 @@ impl Shim for GrpcShim {
         let r = self.request(req)?;
         self.timed("close_stdin", self.client.clone().close_stdin(r)).await
     }
+
+    async fn pause(&self, req: shim_proto::v1::PauseRequest) -> Result<()> {
+        let r = self.request(req)?;
+        self.timed("pause", self.client.clone().pause(r)).await
+    }
+
+    async fn resume(&self, req: shim_proto::v1::ResumeRequest) -> Result<()> {
+        let r = self.request(req)?;
+        self.timed("resume", self.client.clone().resume(r)).await
+    }
+
+    async fn list_pids(&self, req: shim_proto::v1::ListPidsRequest) -> Result<shim_proto::v1::ListPidsResponse> {
+        let r = self.request(req)?;
+        self.timed("list_pids", self.client.clone().list_pids(r)).await
+    }
+
+    async fn update(&self, req: shim_proto::v1::UpdateRequest) -> Result<()> {
+        let r = self.request(req)?;
+        self.timed("update", self.client.clone().update(r)).await
+    }
 }

@@ -306,6 +306,25 @@ impl GrpcService for GrpcShimService {
     async fn close_stdin(&self, r: Request<CloseStdinRequest>) -> Result<Response<()>, Status> {
         self.shim.close_stdin(r.into_inner()).await.map(Response::new).map_err(to_status)
     }
+
+    async fn pause(&self, r: Request<shim_proto::v1::PauseRequest>) -> Result<Response<()>, Status> {
+        self.shim.pause(r.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    async fn resume(&self, r: Request<shim_proto::v1::ResumeRequest>) -> Result<Response<()>, Status> {
+        self.shim.resume(r.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    async fn list_pids(
+        &self,
+        r: Request<shim_proto::v1::ListPidsRequest>,
+    ) -> Result<Response<shim_proto::v1::ListPidsResponse>, Status> {
+        self.shim.list_pids(r.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    async fn update(&self, r: Request<shim_proto::v1::UpdateRequest>) -> Result<Response<()>, Status> {
+        self.shim.update(r.into_inner()).await.map(Response::new).map_err(to_status)
+    }
 }
 
 /// A running gRPC server; see [`GrpcServer::shutdown`].

@@ -11,6 +11,7 @@ pub fn grpc_code(code: Code) -> tonic::Code {
         Code::AlreadyExists => tonic::Code::AlreadyExists,
         Code::FailedPrecondition => tonic::Code::FailedPrecondition,
         Code::PermissionDenied => tonic::Code::PermissionDenied,
+        Code::Unimplemented => tonic::Code::Unimplemented,
         Code::Unavailable => tonic::Code::Unavailable,
         Code::Internal => tonic::Code::Internal,
     }
@@ -28,6 +29,7 @@ pub fn from_status(s: Status) -> ShimError {
     let code = match s.code() {
         tonic::Code::InvalidArgument | tonic::Code::OutOfRange => Code::InvalidArgument,
         tonic::Code::NotFound => Code::NotFound,
+        tonic::Code::Unimplemented => Code::Unimplemented,
         tonic::Code::AlreadyExists => Code::AlreadyExists,
         tonic::Code::FailedPrecondition => Code::FailedPrecondition,
         tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => Code::PermissionDenied,
@@ -41,6 +43,7 @@ pub fn from_status(s: Status) -> ShimError {
         | tonic::Code::AlreadyExists
         | tonic::Code::FailedPrecondition
         | tonic::Code::PermissionDenied
+        | tonic::Code::Unimplemented
         | tonic::Code::Unavailable
         | tonic::Code::Internal => s.message().to_string(),
         other => format!("{other:?}: {}", s.message()),
@@ -60,6 +63,7 @@ mod tests {
             Code::AlreadyExists,
             Code::FailedPrecondition,
             Code::PermissionDenied,
+            Code::Unimplemented,
             Code::Unavailable,
             Code::Internal,
         ] {

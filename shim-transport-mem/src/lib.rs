@@ -386,4 +386,23 @@ impl Shim for MemClient {
     async fn close_stdin(&self, req: CloseStdinRequest) -> Result<(), ShimError> {
         self.call(req, |s, r| s.close_stdin(r)).await
     }
+
+    async fn pause(&self, req: shim_proto::v1::PauseRequest) -> Result<(), ShimError> {
+        self.call(req, |s, r| s.pause(r)).await
+    }
+
+    async fn resume(&self, req: shim_proto::v1::ResumeRequest) -> Result<(), ShimError> {
+        self.call(req, |s, r| s.resume(r)).await
+    }
+
+    async fn list_pids(
+        &self,
+        req: shim_proto::v1::ListPidsRequest,
+    ) -> Result<shim_proto::v1::ListPidsResponse, ShimError> {
+        self.call(req, |s, r| s.list_pids(r)).await
+    }
+
+    async fn update(&self, req: shim_proto::v1::UpdateRequest) -> Result<(), ShimError> {
+        self.call(req, |s, r| s.update(r)).await
+    }
 }

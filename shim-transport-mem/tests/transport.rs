@@ -132,6 +132,21 @@ impl Shim for Gated {
     async fn close_stdin(&self, r: CloseStdinRequest) -> shim_core::Result<()> {
         self.inner.close_stdin(r).await
     }
+    async fn pause(&self, r: shim_core::proto::v1::PauseRequest) -> shim_core::Result<()> {
+        self.inner.pause(r).await
+    }
+    async fn resume(&self, r: shim_core::proto::v1::ResumeRequest) -> shim_core::Result<()> {
+        self.inner.resume(r).await
+    }
+    async fn list_pids(
+        &self,
+        r: shim_core::proto::v1::ListPidsRequest,
+    ) -> shim_core::Result<shim_core::proto::v1::ListPidsResponse> {
+        self.inner.list_pids(r).await
+    }
+    async fn update(&self, r: shim_core::proto::v1::UpdateRequest) -> shim_core::Result<()> {
+        self.inner.update(r).await
+    }
 }
 
 #[tokio::test]

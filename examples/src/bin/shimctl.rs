@@ -124,6 +124,38 @@ enum Command {
         #[arg(long)]
         pid: u32,
     },
+    /// Freeze every process of the container.
+    #[command(after_help = "Example:\n  shimctl --socket /run/shim/web.sock pause")]
+    Pause,
+    /// Thaw the paused container.
+    #[command(after_help = "Example:\n  shimctl --socket /run/shim/web.sock resume")]
+    Resume,
+    /// List every process of the container: one pid a line, then `shim` for
+    /// the processes the shim started (Wait, Kill and Delete take those).
+    #[command(after_help = "Example:\n  shimctl --socket /run/shim/web.sock ps")]
+    Ps,
+    /// Change the container's resource limits.
+    #[command(
+        after_help = "Examples:\n  shimctl --socket /run/shim/web.sock update --memory-limit 268435456 --pids-limit 100\n  shimctl --socket /run/shim/web.sock update --resources limits.json   (an OCI LinuxResources object)"
+    )]
+    Update {
+        /// Memory limit in bytes.
+        #[arg(long)]
+        memory_limit: Option<i64>,
+        /// CPU quota in microseconds per period (needs --cpu-period).
+        #[arg(long, requires = "cpu_period")]
+        cpu_quota: Option<i64>,
+        /// CPU period in microseconds.
+        #[arg(long)]
+        cpu_period: Option<u64>,
+        /// Most processes the container may hold.
+        #[arg(long)]
+        pids_limit: Option<i64>,
+        /// A file holding an OCI LinuxResources JSON object; the flags above
+        /// are merged into it.
+        #[arg(long)]
+        resources: Option<PathBuf>,
+    },
     /// Start a shim, run a bundle with this terminal's stdio, wait, delete,
     /// and exit with the container's status, like `runc run`.
     #[command(after_help = "Example:\n  shimctl run --bundle /srv/web --tty")]
@@ -158,6 +190,52 @@ enum Command {
         #[arg(last = true, required = true)]
         args: Vec<String>,
     },
+}
+
+/// The LinuxResources JSON of `shimctl update`: the file's object, if any,
+/// with the flags merged in.
+fn update_json(
+    memory_limit: Option<i64>,
+    cpu_quota: Option<i64>,
+    cpu_period: Option<u64>,
+    pids_limit: Option<i64>,
+    file: Option<&std::path::Path>,
+) -> Result<Vec<u8>, String> {
+    let mut resources = match file {
+        Some(path) => {
+            let text = std::fs::read(path).map_err(|e| format!("--resources {}: {e}", path.display()))?;
+            serde_json::from_slice::<serde_json::Value>(&text)
+                .map_err(|e| format!("--resources {}: not valid json: {e}", path.display()))?
+        }
+        None => serde_json::json!({}),
+    };
+    let Some(object) = resources.as_object_mut() else {
+        return Err("--resources: the file must hold a JSON object".into());
+    };
+    let mut set = |section: &str, key: &str, value: serde_json::Value| {
+        let entry = object.entry(section.to_string()).or_insert_with(|| serde_json::json!({}));
+        if let Some(obj) = entry.as_object_mut() {
+            obj.insert(key.to_string(), value);
+        }
+    };
+    if let Some(v) = memory_limit {
+        set("memory", "limit", v.into());
+    }
+    if let Some(v) = cpu_quota {
+        set("cpu", "quota", v.into());
+    }
+    if let Some(v) = cpu_period {
+        set("cpu", "period", v.into());
+    }
+    if let Some(v) = pids_limit {
+        set("pids", "limit", v.into());
+    }
+    if object.is_empty() {
+        return Err(
+            "nothing to update: give --memory-limit, --cpu-quota/--cpu-period, --pids-limit or --resources".into()
+        );
+    }
+    serde_json::to_vec(&resources).map_err(|e| e.to_string())
 }
 
 fn parse_user(s: &str) -> Result<User, String> {
@@ -228,6 +306,21 @@ async fn main_async(cli: Cli) -> Result<u8, String> {
         Command::Wait { pid } => println!("{}", shim.wait(WaitRequest { pid }).await.map_err(err)?.exit_status),
         Command::Pty { pid, width, height } => shim.pty(PtyRequest { pid, width, height }).await.map_err(err)?,
         Command::Delete { pid } => println!("{}", shim.delete(DeleteRequest { pid }).await.map_err(err)?.exit_status),
+        Command::Pause => shim.pause(PauseRequest {}).await.map_err(err)?,
+        Command::Resume => shim.resume(ResumeRequest {}).await.map_err(err)?,
+        Command::Ps => {
+            for p in shim.list_pids(ListPidsRequest {}).await.map_err(err)?.processes {
+                if p.shim_pid == 0 {
+                    println!("{}", p.pid);
+                } else {
+                    println!("{} shim", p.pid);
+                }
+            }
+        }
+        Command::Update { memory_limit, cpu_quota, cpu_period, pids_limit, resources } => {
+            let json = update_json(memory_limit, cpu_quota, cpu_period, pids_limit, resources.as_deref())?;
+            shim.update(UpdateRequest { resources: json }).await.map_err(err)?;
+        }
         Command::Run { .. } | Command::Demo | Command::Bundle { .. } => {}
     }
     Ok(0)

@@ -318,6 +318,13 @@ pub fn parse_pid(text: &[u8]) -> std::result::Result<u32, String> {
 
 pub use self::cli::error_message;
 
+/// Parses `runc ps --format json`: a JSON array of pids (`null` when the
+/// container has none).
+pub fn parse_pids(text: &[u8]) -> std::result::Result<Vec<u32>, String> {
+    let value: Option<Vec<u32>> = serde_json::from_slice(text).map_err(|e| format!("not a list of pids: {e}"))?;
+    Ok(value.unwrap_or_default())
+}
+
 /// Whether a failed `create` says the id was taken: runc 1.1 "container
 /// with given ID already exists", runc 1.0 "container with id exists".
 fn is_exists_error(e: &ShimError) -> bool {
@@ -413,6 +420,46 @@ impl Runtime for RuncRuntime {
         }
         self.binaries.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         Ok(())
+    }
+
+    async fn pause(&self, id: &str) -> Result<()> {
+        self.control(id, vec!["pause".into(), id.into()]).await
+    }
+
+    async fn resume(&self, id: &str) -> Result<()> {
+        self.control(id, vec!["resume".into(), id.into()]).await
+    }
+
+    async fn pids(&self, id: &str) -> Result<Vec<u32>> {
+        let (_files, [out, log]) = self.files("ps", ["out", "log"]);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&out)
+            .map_err(|e| ShimError::io(format!("cannot create {}", out.display()), e))?;
+        let stdio = RuncStdio { stdout: Some(Stdio::from(file)), ..Default::default() };
+        let args: Vec<OsString> = vec!["ps".into(), "--format".into(), "json".into(), id.into()];
+        self.cli(id).run(&args, &log, stdio).await?;
+        let text = std::fs::read(&out).map_err(|e| ShimError::io(format!("cannot read {}", out.display()), e))?;
+        parse_pids(&text).map_err(|e| ShimError::Internal(format!("runc ps: {e}")))
+    }
+
+    async fn update(&self, id: &str, resources: &serde_json::Value) -> Result<()> {
+        let (_files, [spec_file, log]) = self.files("update", ["json", "log"]);
+        let bytes = serde_json::to_vec(resources).map_err(|e| ShimError::Internal(format!("resources: {e}")))?;
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&spec_file)
+                .map_err(|e| ShimError::io(format!("cannot write {}", spec_file.display()), e))?;
+            f.write_all(&bytes).map_err(|e| ShimError::io(format!("cannot write {}", spec_file.display()), e))?;
+        }
+        let args: Vec<OsString> = vec!["update".into(), "--resources".into(), spec_file.clone().into(), id.into()];
+        self.cli(id).run(&args, &log, RuncStdio::default()).await
     }
 
     async fn cleanup(&self, spec: &CreateSpec) {

@@ -545,6 +545,59 @@ pub async fn resume_events(h: &dyn Harness) {
     assert_eq!(sc.delete(init).await, 137);
 }
 
+/// Pause and Resume: PAUSED state and events in order, exec refused while
+/// paused, ListPids marks the shim's own processes, Update validates its
+/// JSON, and a paused container can still be deleted (killed and thawed).
+pub async fn pause_resume_pids_update(h: &dyn Harness) {
+    let Some(sc) = Scenario::new(h, "pause").await else { return };
+    // Before Start: nothing to pause.
+    let init = sc.create(&Program::Sleep, false, "", "", "").await;
+    assert_eq!(code(sc.shim.pause(PauseRequest {}).await), Code::FailedPrecondition);
+    ok(within(sc.shim.start(StartRequest {})).await);
+    let mut events = sc.events().await;
+    let exec = sc.exec(&Program::Sleep, "", "").await;
+
+    let listed = ok(within(sc.shim.list_pids(ListPidsRequest {})).await).processes;
+    for pid in [init, exec] {
+        assert!(listed.contains(&ProcessInfo { pid, shim_pid: pid }), "{pid} in {listed:?}");
+    }
+
+    assert_eq!(code(sc.shim.resume(ResumeRequest {}).await), Code::FailedPrecondition);
+    ok(within(sc.shim.pause(PauseRequest {})).await);
+    let st = ok(sc.shim.state(StateRequest {}).await);
+    assert_eq!(st.processes, vec![Process::new(init, State::Paused), Process::new(exec, State::Paused)]);
+    assert_eq!(code(sc.shim.pause(PauseRequest {}).await), Code::FailedPrecondition);
+    let req = ExecRequest { args: sc.args(&Program::Sleep), ..Default::default() };
+    assert_eq!(code(sc.shim.exec(req).await), Code::FailedPrecondition);
+    ok(within(sc.shim.resume(ResumeRequest {})).await);
+    let st = ok(sc.shim.state(StateRequest {}).await);
+    assert_eq!(st.processes, vec![Process::new(init, State::Running), Process::new(exec, State::Running)]);
+
+    let update = |json: &str| UpdateRequest { resources: json.as_bytes().to_vec() };
+    ok(within(sc.shim.update(update(r#"{"pids":{"limit":100}}"#))).await);
+    assert_eq!(code(sc.shim.update(update(r#"{"memroy":{}}"#)).await), Code::InvalidArgument);
+    assert_eq!(code(sc.shim.update(update("[1]")).await), Code::InvalidArgument);
+
+    // Paused again, then deleted: the init is killed and thawed; nothing of
+    // the container follows its EXIT.
+    ok(within(sc.shim.pause(PauseRequest {})).await);
+    assert_eq!(code(sc.shim.delete(DeleteRequest { pid: exec }).await), Code::FailedPrecondition);
+    assert_eq!(sc.delete(init).await, 137);
+    let seen = collect_events(&mut events, STEP_TIMEOUT, is_exit_of(init)).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        kinds(&seen),
+        vec![
+            (EventType::ExecAdded, exec, 0),
+            (EventType::ContainerPaused, init, 0),
+            (EventType::ContainerResumed, init, 0),
+            (EventType::ContainerPaused, init, 0),
+            (EventType::Exit, exec, 137),
+            (EventType::Exit, init, 137),
+        ]
+    );
+    assert_eq!(ok(sc.shim.state(StateRequest {}).await), StateResponse::default());
+}
+
 /// Every output FIFO a request names gets its end-of-file: from an init and
 /// an exec that write nothing, and from an exec that never started (before
 /// its error returns), so a client that reads to EOF never hangs.
@@ -619,7 +672,7 @@ macro_rules! conformance_tests {
     ($harness:expr) => {
         $crate::conformance_tests!(@each $harness;
             lifecycle, exec_and_state, pty_resize, events_order, kill_and_wait, close_stdin, big_output, bad_input,
-            resume_events, pid_reuse, silent_output_ends);
+            resume_events, pid_reuse, silent_output_ends, pause_resume_pids_update);
     };
     (@each $harness:expr; $($name:ident),*) => {
         $(

@@ -529,6 +529,18 @@ impl<G: Send + Sync> crate::Shim for Guarded<G> {
     async fn close_stdin(&self, r: shim_proto::v1::CloseStdinRequest) -> crate::Result<()> {
         self.shim.close_stdin(r).await
     }
+    async fn pause(&self, r: shim_proto::v1::PauseRequest) -> crate::Result<()> {
+        self.shim.pause(r).await
+    }
+    async fn resume(&self, r: shim_proto::v1::ResumeRequest) -> crate::Result<()> {
+        self.shim.resume(r).await
+    }
+    async fn list_pids(&self, r: shim_proto::v1::ListPidsRequest) -> crate::Result<shim_proto::v1::ListPidsResponse> {
+        self.shim.list_pids(r).await
+    }
+    async fn update(&self, r: shim_proto::v1::UpdateRequest) -> crate::Result<()> {
+        self.shim.update(r).await
+    }
 }
 
 #[cfg(test)]
