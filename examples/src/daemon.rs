@@ -127,6 +127,12 @@ impl Shim for DaemonShim {
     async fn update(&self, r: shim_proto::v1::UpdateRequest) -> shim_core::Result<()> {
         self.shim.update(r).await
     }
+    async fn checkpoint(&self, r: shim_proto::v1::CheckpointRequest) -> shim_core::Result<()> {
+        self.shim.checkpoint(r).await
+    }
+    async fn stats(&self, r: shim_proto::v1::StatsRequest) -> shim_core::Result<shim_proto::v1::StatsResponse> {
+        self.shim.stats(r).await
+    }
 }
 
 /// How long the teardown after SIGTERM or SIGINT may take.

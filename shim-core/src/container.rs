@@ -11,8 +11,8 @@ use futures::future::BoxFuture;
 use shim_proto::v1::{
     CloseStdinRequest, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, Event, EventType, EventsRequest,
     ExecRequest, ExecResponse, KillRequest, ListPidsRequest, ListPidsResponse, PauseRequest, Process, ProcessInfo,
-    PtyRequest, ResumeRequest, StartRequest, State, StateRequest, StateResponse, UpdateRequest, WaitRequest,
-    WaitResponse,
+    PtyRequest, ResumeRequest, StartRequest, State, StateRequest, StateResponse, StatsRequest, StatsResponse,
+    UpdateRequest, WaitRequest, WaitResponse,
 };
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -278,6 +278,7 @@ impl<R: Runtime> ContainerShim<R> {
             bundle: req.bundle.clone(),
             runtime: req.runtime.clone(),
             no_pivot: req.no_pivot,
+            checkpoint: req.checkpoint.clone(),
         };
         let launched = match self.inner.runtime.create(&spec, stdio).await {
             Ok(l) => l,
@@ -383,6 +384,7 @@ impl<R: Runtime> ContainerShim<R> {
         if req.runtime.contains('\0') {
             return Err(ShimError::invalid("runtime", "contains a NUL byte"));
         }
+        io::validate_path("checkpoint", &req.checkpoint)?;
         {
             let mut state = lock(&self.inner.state);
             if let Some(c) = &state.container {
@@ -706,6 +708,37 @@ impl<R: Runtime> ContainerShim<R> {
         Ok(ListPidsResponse { processes })
     }
 
+    async fn checkpoint_now(&self, req: shim_proto::v1::CheckpointRequest) -> Result<()> {
+        if req.image_path.is_empty() {
+            return Err(ShimError::invalid("image_path", "must not be empty"));
+        }
+        io::validate_path("image_path", &req.image_path)?;
+        // Under the start lock, as Pause: the init's EXIT cannot slip in.
+        let _order = self.inner.start_lock.lock().await;
+        let (id, _) = self.running_container("checkpoint", false)?;
+        std::fs::create_dir_all(&req.image_path)
+            .map_err(|e| ShimError::io(format!("cannot create image directory {}", req.image_path), e))?;
+        self.inner.runtime.checkpoint(&id, &req.image_path, req.exit).await
+    }
+
+    async fn stats_now(&self, _req: StatsRequest) -> Result<StatsResponse> {
+        let (id, pid) = {
+            let state = lock(&self.inner.state);
+            let c = state
+                .container
+                .as_ref()
+                .ok_or_else(|| ShimError::FailedPrecondition("no container to measure: create it first".into()))?;
+            if c.procs.get(&c.init_pid).is_none_or(|p| p.reaped().is_some()) {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "init process {} of container {} has exited; its cgroup has no stats",
+                    c.init_pid, c.id
+                )));
+            }
+            (c.id.clone(), c.init_pid)
+        };
+        self.inner.runtime.stats(&id, pid).await
+    }
+
     async fn update_now(&self, req: UpdateRequest) -> Result<()> {
         let resources = spec::validate_resources(&req.resources)?;
         let id = {
@@ -800,5 +833,13 @@ impl<R: Runtime> Shim for ContainerShim<R> {
 
     async fn update(&self, req: UpdateRequest) -> Result<()> {
         self.detached(|shim| async move { shim.update_now(req).await }).await
+    }
+
+    async fn stats(&self, req: StatsRequest) -> Result<StatsResponse> {
+        self.stats_now(req).await
+    }
+
+    async fn checkpoint(&self, req: shim_proto::v1::CheckpointRequest) -> Result<()> {
+        self.detached(|shim| async move { shim.checkpoint_now(req).await }).await
     }
 }

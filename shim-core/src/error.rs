@@ -72,6 +72,18 @@ pub enum ShimError {
         /// The id of the container the shim holds.
         id: String,
     },
+    /// The runtime already has a container of this id that this shim does
+    /// not hold: another shim's, or one left by a shim that died.
+    #[error(
+        "container {id:?} already exists in the runtime's state ({runtime}), not in this shim: another shim's, \
+         or left by one that died; if it is stale, remove it with `{runtime} delete --force {id}`"
+    )]
+    ExistsInRuntime {
+        /// The container id.
+        id: String,
+        /// The runtime binary and its root, as a command prefix.
+        runtime: String,
+    },
     /// The operation is not allowed in the current state.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -122,7 +134,7 @@ impl ShimError {
         match self {
             ShimError::InvalidArgument { .. } => Code::InvalidArgument,
             ShimError::ProcessNotFound { .. } => Code::NotFound,
-            ShimError::AlreadyExists { .. } => Code::AlreadyExists,
+            ShimError::AlreadyExists { .. } | ShimError::ExistsInRuntime { .. } => Code::AlreadyExists,
             ShimError::FailedPrecondition(_) => Code::FailedPrecondition,
             ShimError::PermissionDenied(_) => Code::PermissionDenied,
             ShimError::Unimplemented(_) => Code::Unimplemented,

@@ -50,7 +50,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -136,6 +136,8 @@ struct FakeContainer {
     init_done: watch::Sender<bool>,
     /// Frozen by `pause` (a flag only: the fake's programs keep running).
     paused: bool,
+    /// Bytes its programs wrote to `bytes:N`: the fake's "memory usage".
+    written: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -246,13 +248,14 @@ fn stdio_of(stdio: ProcessStdio) -> Result<(Stdio, Option<OwnedFd>)> {
     Ok((Stdio { stdin, stdout, stderr: Sink::Null, tty: Some(pty.slave) }, Some(pty.master)))
 }
 
-async fn run_steps(steps: Vec<Step>, io: &mut Stdio, oom: &OomTrigger) -> u32 {
+async fn run_steps(steps: Vec<Step>, io: &mut Stdio, oom: &OomTrigger, written: &AtomicU64) -> u32 {
     let mut buf = vec![0u8; 64 * 1024];
     for step in steps {
         match step {
             Step::Out(text) => io.stdout.write(text.as_bytes()).await,
             Step::Err(text) => io.stderr.write(text.as_bytes()).await,
             Step::Bytes(mut n) => {
+                written.fetch_add(n as u64, Ordering::Relaxed);
                 let zeros = vec![0u8; 64 * 1024];
                 while n > 0 {
                     let chunk = n.min(zeros.len());
@@ -356,16 +359,17 @@ impl FakeRuntime {
         let pid = reused.unwrap_or_else(|| self.next_pid.fetch_add(1, Ordering::Relaxed));
         let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<Signal>();
         let (exit_tx, exit_rx) = oneshot::channel::<u32>();
-        let (oom, mut init_done) = {
+        let (oom, written, mut init_done) = {
             let mut st = lock(&self.state);
             let c = st
                 .containers
                 .get(container)
                 .ok_or_else(|| fail("exec", format!("container {container:?} does not exist")))?;
             let oom = c.oom.clone();
+            let written = Arc::clone(&c.written);
             let done = c.init_done.subscribe();
             st.procs.insert(pid, FakeProc { container: container.to_string(), init, signals: sig_tx });
-            (oom, done)
+            (oom, written, done)
         };
         let state = Arc::clone(&self.state);
         let container = container.to_string();
@@ -378,7 +382,7 @@ impl FakeRuntime {
                         return None;
                     }
                 }
-                Some(run_steps(steps, &mut io, &oom).await)
+                Some(run_steps(steps, &mut io, &oom, &written).await)
             });
             let status = loop {
                 tokio::select! {
@@ -445,7 +449,14 @@ impl Runtime for FakeRuntime {
             let (init_done, _) = watch::channel(false);
             st.containers.insert(
                 spec.id.clone(),
-                FakeContainer { init_pid: 0, start: Some(start_tx), oom, init_done, paused: false },
+                FakeContainer {
+                    init_pid: 0,
+                    start: Some(start_tx),
+                    oom,
+                    init_done,
+                    paused: false,
+                    written: Arc::new(AtomicU64::new(0)),
+                },
             );
         }
         let mut launched = match self.spawn(&spec.id, true, steps, stdio, Some(start_rx)) {
@@ -532,6 +543,22 @@ impl Runtime for FakeRuntime {
         } else {
             Err(fail("update", format!("container {id:?} does not exist")))
         }
+    }
+
+    /// Scripted stats: the number of the container's live processes, and as
+    /// memory usage the bytes its programs wrote (`bytes:N` and the rest).
+    async fn stats(&self, id: &str, _pid: u32) -> Result<shim_proto::v1::StatsResponse> {
+        let st = lock(&self.state);
+        let c = st.containers.get(id).ok_or_else(|| fail("stats", format!("container {id:?} does not exist")))?;
+        let current = st.procs.values().filter(|p| p.container == id).count() as u64;
+        let written = c.written.load(Ordering::Relaxed);
+        Ok(shim_proto::v1::StatsResponse {
+            cgroup_version: 2,
+            memory: Some(shim_proto::v1::MemoryStats { usage: written, max_usage: written, ..Default::default() }),
+            cpu: Some(Default::default()),
+            pids: Some(shim_proto::v1::PidsStats { current, limit: 0 }),
+            blkio: Some(Default::default()),
+        })
     }
 
     async fn cleanup(&self, spec: &CreateSpec) {

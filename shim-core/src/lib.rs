@@ -81,6 +81,7 @@ pub mod runtime;
 pub mod shim;
 pub mod signal;
 pub mod spec;
+pub mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -88,6 +89,8 @@ pub use container::{ContainerShim, ShimConfig};
 pub use error::{Code, Result, ShimError};
 pub use events::EventBus;
 pub use fake::{FakeRuntime, FakeShim};
+/// Re-exported: reading an [`EventStream`] takes `StreamExt::next`.
+pub use futures::{Stream, StreamExt};
 pub use reaper::{Exit, Reaper};
 pub use runc::{RuncConfig, RuncRuntime, RuncShim};
 pub use runtime::{CreateSpec, Launched, Runtime};

@@ -27,6 +27,8 @@ pub struct CreateSpec {
     pub runtime: String,
     /// runc's `--no-pivot`.
     pub no_pivot: bool,
+    /// A checkpoint image to restore from, or empty.
+    pub checkpoint: String,
 }
 
 /// A process the runtime started.
@@ -89,5 +91,16 @@ pub trait Runtime: Send + Sync + 'static {
     async fn update(&self, id: &str, resources: &serde_json::Value) -> Result<()> {
         let _ = resources;
         Err(ShimError::Unimplemented(format!("runtime cannot update container {id}")))
+    }
+    /// Checkpoints the container to `image_path` (which exists); with
+    /// `exit` it stops afterwards.
+    async fn checkpoint(&self, id: &str, image_path: &str, exit: bool) -> Result<()> {
+        let _ = (image_path, exit);
+        Err(ShimError::Unimplemented(format!("runtime cannot checkpoint container {id}")))
+    }
+    /// The resource usage of the container whose init is `pid`.
+    async fn stats(&self, id: &str, pid: u32) -> Result<shim_proto::v1::StatsResponse> {
+        let _ = pid;
+        Err(ShimError::Unimplemented(format!("runtime cannot report the stats of container {id}")))
     }
 }

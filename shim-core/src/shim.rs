@@ -4,10 +4,11 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 use futures::Stream;
+use shim_proto::v1::CheckpointRequest;
 use shim_proto::v1::{
     CloseStdinRequest, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, Event, EventsRequest, ExecRequest,
     ExecResponse, KillRequest, ListPidsRequest, ListPidsResponse, PauseRequest, PtyRequest, ResumeRequest,
-    StartRequest, StateRequest, StateResponse, UpdateRequest, WaitRequest, WaitResponse,
+    StartRequest, StateRequest, StateResponse, StatsRequest, StatsResponse, UpdateRequest, WaitRequest, WaitResponse,
 };
 
 use crate::error::Result;
@@ -51,4 +52,8 @@ pub trait Shim: Send + Sync {
     async fn list_pids(&self, req: ListPidsRequest) -> Result<ListPidsResponse>;
     /// Applies new resource limits (OCI `LinuxResources` JSON).
     async fn update(&self, req: UpdateRequest) -> Result<()>;
+    /// The container's resource usage.
+    async fn stats(&self, req: StatsRequest) -> Result<StatsResponse>;
+    /// Checkpoints the running container with CRIU.
+    async fn checkpoint(&self, req: CheckpointRequest) -> Result<()>;
 }

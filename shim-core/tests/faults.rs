@@ -298,6 +298,7 @@ async fn an_id_taken_between_the_check_and_runc_create_is_left_to_its_owner() {
     );
     let err = fx.shim.create(CreateRequest { runtime: racing, ..fx.create_req(&ours) }).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "{err}");
+    assert!(err.to_string().contains("not in this shim"), "{err}");
     // Their container is still there: our cleanup did not force-delete it.
     let reaper = shared_reaper();
     let state = reaper.output(std::process::Command::new("runc").args(["state", &fx.id])).await.unwrap();

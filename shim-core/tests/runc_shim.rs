@@ -348,6 +348,7 @@ async fn busy_container(shim: Arc<RuncShim>, dir: PathBuf, id: String, execs: us
                 ..Default::default()
             };
             let pid = ok(within(shim.exec(req)).await).pid;
+            assert_eq!(ok(within(shim.wait(WaitRequest { pid })).await).exit_status, 0);
             assert_eq!(ok(within(shim.delete(DeleteRequest { pid })).await).exit_status, 0);
             std::fs::read_to_string(&out).unwrap_or_default().trim().to_string()
         }));
@@ -433,4 +434,43 @@ async fn without_a_pid_namespace_the_init_exit_does_not_wait_for_execs() {
     assert!(st.processes.contains(&Process::new(exec, State::Running)), "{st:?}");
     assert_eq!(ok(within(shim.delete(DeleteRequest { pid: exec })).await).exit_status, 137);
     assert_eq!(ok(within(shim.delete(DeleteRequest { pid: init })).await).exit_status, 137);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_is_refused_with_criu_checks_reason_where_criu_cannot_work() {
+    if !require_runc() {
+        return;
+    }
+    let fx = Fixture::new("criu");
+    let init = running(&fx).await;
+    let mut check = std::process::Command::new("criu");
+    check.arg("check");
+    let criu_works = shared_reaper().output(&mut check).await.is_ok_and(|o| o.status.success());
+    let image = fx.dir.path().join("image");
+    let req = CheckpointRequest { image_path: s(&image).into(), exit: false };
+    let result = within(fx.shim.checkpoint(req)).await;
+    if criu_works {
+        // Where CRIU works: the image is written and the container runs on.
+        ok(result);
+        assert!(image.join("inventory.img").exists());
+        let st = ok(fx.shim.state(StateRequest {}).await);
+        assert_eq!(st.processes, vec![Process::new(init, State::Running)]);
+    } else {
+        // Here (`criu check` fails on this kernel): refused, with its reason.
+        let err = result.err().unwrap_or_else(|| panic!("a checkpoint succeeded where criu check fails"));
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("criu"), "{err}");
+        // Nothing changed: the container still runs.
+        let st = ok(fx.shim.state(StateRequest {}).await);
+        assert_eq!(st.processes, vec![Process::new(init, State::Running)]);
+    }
+    assert_eq!(code(fx.shim.checkpoint(CheckpointRequest::default()).await), Code::InvalidArgument);
+    ok(within(fx.shim.delete(DeleteRequest { pid: init })).await);
+    // Create from a checkpoint: refused the same way here.
+    let bundle = fx.bundle(BundleBuilder::new().args(["sleep", "1000"]));
+    let req = CreateRequest { id: unique_id("restore"), bundle, checkpoint: s(&image).into(), ..Default::default() };
+    let err = within(fx.shim.create(req)).await.err().unwrap_or_else(|| panic!("restore is not implemented"));
+    let expected = if criu_works { Code::Unimplemented } else { Code::FailedPrecondition };
+    assert_eq!(err.code(), expected, "{err}");
+    assert_eq!(ok(fx.shim.state(StateRequest {}).await), StateResponse::default());
 }

@@ -26,6 +26,7 @@ fn create_request() -> CreateRequest {
         stdin: "/i".into(),
         stdout: "/o".into(),
         stderr: "/e".into(),
+        checkpoint: String::new(),
     }
 }
 
@@ -338,7 +339,7 @@ fn seed_messages_and_rpcs_are_unchanged() {
     assert_eq!(seed_svc.name(), our_svc.name());
     assert_eq!(&our_svc.method[..seed_svc.method.len()], seed_svc.method.as_slice(), "seed RPCs changed");
     let added: Vec<&str> = our_svc.method[seed_svc.method.len()..].iter().map(|m| m.name()).collect();
-    assert_eq!(added, ["Kill", "Wait", "CloseStdin", "Pause", "Resume", "ListPids", "Update"]);
+    assert_eq!(added, ["Kill", "Wait", "CloseStdin", "Pause", "Resume", "ListPids", "Update", "Stats", "Checkpoint"]);
 }
 
 #[test]
@@ -354,6 +355,15 @@ fn lifecycle_extension_messages() {
         &[0x0a, 0x04, 0x08, 0x2a, 0x10, 0x2a, 0x0a, 0x03, 0x08, 0xac, 0x02],
     );
     golden(UpdateRequest { resources: b"{}".to_vec() }, &[0x0a, 0x02, b'{', b'}']);
+    golden(StatsRequest {}, &[]);
+    golden(CheckpointRequest { image_path: "/i".into(), exit: true }, &[0x0a, 0x02, b'/', b'i', 0x10, 0x01]);
+    // CreateRequest.checkpoint is field 9.
+    golden(CreateRequest { checkpoint: "/c".into(), ..Default::default() }, &[0x4a, 0x02, b'/', b'c']);
+    // cgroup_version (1) = 2, pids (4) { current (1) = 3 }
+    golden(
+        StatsResponse { cgroup_version: 2, pids: Some(PidsStats { current: 3, limit: 0 }), ..Default::default() },
+        &[0x08, 0x02, 0x22, 0x02, 0x08, 0x03],
+    );
     golden(Process { pid: 1, state: State::Paused.into() }, &[0x08, 0x01, 0x10, 0x02]);
     golden(Event::new("c", EventType::ContainerPaused, 1, 0), &[0x0a, 0x01, b'c', 0x10, 0x05, 0x18, 0x01]);
 }

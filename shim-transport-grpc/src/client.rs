@@ -1,6 +1,7 @@
 //! A gRPC client that is itself a [`Shim`].
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -79,6 +80,8 @@ impl Default for ClientOptions {
 pub struct GrpcShim {
     client: ShimClient<Channel>,
     options: ClientOptions,
+    /// The socket path or URI, named in connection errors.
+    target: Arc<str>,
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> ShimError {
@@ -99,7 +102,24 @@ impl GrpcShim {
             .await
             .map_err(|_| unavailable(&format!("cannot connect to {shown}"), "timed out"))?
             .map_err(|e| unavailable(&format!("cannot connect to {shown}"), source_chain(&e)))?;
-        Ok(Self::from_channel(channel, options))
+        Ok(Self::from_channel(channel, options).named(&shown))
+    }
+
+    /// Names the shim's address in connection errors of later calls.
+    fn named(mut self, target: &str) -> Self {
+        self.target = Arc::from(target);
+        self
+    }
+
+    /// A call's failure; an unreachable shim is named by its address (the
+    /// transport's own message does not say which shim it could not reach).
+    fn failed(&self, status: tonic::Status) -> ShimError {
+        let e = from_status(status);
+        if e.code() == shim_core::Code::Unavailable {
+            ShimError::Unavailable(format!("shim at {}: {e}", self.target))
+        } else {
+            e
+        }
     }
 
     /// Connects to a shim served over TCP with mutual TLS
@@ -142,7 +162,7 @@ impl GrpcShim {
         };
         let channel =
             endpoint.connect().await.map_err(|e| unavailable(&format!("cannot connect to {uri}"), source_chain(&e)))?;
-        Ok(Self::from_channel(channel, options))
+        Ok(Self::from_channel(channel, options).named(uri))
     }
 
     /// A client over an existing channel.
@@ -150,7 +170,7 @@ impl GrpcShim {
         let client = ShimClient::new(channel)
             .max_decoding_message_size(options.max_message)
             .max_encoding_message_size(options.max_message);
-        Self { client, options }
+        Self { client, options, target: Arc::from("the shim") }
     }
 
     /// Wraps a message, refusing one over the size limit up front (the
@@ -176,7 +196,7 @@ impl GrpcShim {
         call: impl std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     ) -> Result<T> {
         match tokio::time::timeout(self.options.call_timeout, call).await {
-            Ok(r) => r.map(|r| r.into_inner()).map_err(from_status),
+            Ok(r) => r.map(|r| r.into_inner()).map_err(|s| self.failed(s)),
             Err(_) => Err(ShimError::Unavailable(format!(
                 "{method}: no answer from the shim within {:?}",
                 self.options.call_timeout
@@ -215,7 +235,7 @@ impl Shim for GrpcShim {
     async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse> {
         // Delete waits for the process to be reaped: no call timeout.
         let r = self.request(req)?;
-        self.client.clone().delete(r).await.map(|r| r.into_inner()).map_err(from_status)
+        self.client.clone().delete(r).await.map(|r| r.into_inner()).map_err(|s| self.failed(s))
     }
 
     async fn exec(&self, req: ExecRequest) -> Result<ExecResponse> {
@@ -230,7 +250,7 @@ impl Shim for GrpcShim {
 
     async fn events(&self, req: EventsRequest) -> Result<EventStream> {
         let r = self.request(req)?;
-        let stream = self.client.clone().events(r).await.map_err(from_status)?.into_inner();
+        let stream = self.client.clone().events(r).await.map_err(|s| self.failed(s))?.into_inner();
         // A stream the server ends without an error item ended because the
         // connection or the server went away: say so.
         let stream = futures::stream::unfold(Some(stream), |s| async move {
@@ -256,7 +276,7 @@ impl Shim for GrpcShim {
 
     async fn wait(&self, req: WaitRequest) -> Result<WaitResponse> {
         let r = self.request(req)?;
-        self.client.clone().wait(r).await.map(|r| r.into_inner()).map_err(from_status)
+        self.client.clone().wait(r).await.map(|r| r.into_inner()).map_err(|s| self.failed(s))
     }
 
     async fn close_stdin(&self, req: CloseStdinRequest) -> Result<()> {
@@ -282,5 +302,16 @@ impl Shim for GrpcShim {
     async fn update(&self, req: shim_proto::v1::UpdateRequest) -> Result<()> {
         let r = self.request(req)?;
         self.timed("update", self.client.clone().update(r)).await
+    }
+
+    async fn checkpoint(&self, req: shim_proto::v1::CheckpointRequest) -> Result<()> {
+        let r = self.request(req)?;
+        // A checkpoint of a big container takes as long as it takes.
+        self.client.clone().checkpoint(r).await.map(|r| r.into_inner()).map_err(|s| self.failed(s))
+    }
+
+    async fn stats(&self, req: shim_proto::v1::StatsRequest) -> Result<shim_proto::v1::StatsResponse> {
+        let r = self.request(req)?;
+        self.timed("stats", self.client.clone().stats(r)).await
     }
 }

@@ -325,6 +325,17 @@ impl GrpcService for GrpcShimService {
     async fn update(&self, r: Request<shim_proto::v1::UpdateRequest>) -> Result<Response<()>, Status> {
         self.shim.update(r.into_inner()).await.map(Response::new).map_err(to_status)
     }
+
+    async fn checkpoint(&self, r: Request<shim_proto::v1::CheckpointRequest>) -> Result<Response<()>, Status> {
+        self.shim.checkpoint(r.into_inner()).await.map(Response::new).map_err(to_status)
+    }
+
+    async fn stats(
+        &self,
+        r: Request<shim_proto::v1::StatsRequest>,
+    ) -> Result<Response<shim_proto::v1::StatsResponse>, Status> {
+        self.shim.stats(r.into_inner()).await.map(Response::new).map_err(to_status)
+    }
 }
 
 /// A running gRPC server; see [`GrpcServer::shutdown`].

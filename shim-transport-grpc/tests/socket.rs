@@ -412,3 +412,16 @@ async fn socket_directories_follow_strict_modes() {
         assert!(err.to_string().contains("chown"), "{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shim_that_went_away_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(dir.path());
+    let server = serve_unix(Arc::new(FakeShim::new()), &socket, ServerOptions::default()).unwrap();
+    let client = GrpcShim::connect(&socket, ClientOptions::default()).await.unwrap();
+    client.state(StateRequest {}).await.unwrap();
+    server.shutdown().await.unwrap();
+    let err = client.state(StateRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), shim_core::Code::Unavailable, "{err}");
+    assert!(err.to_string().contains(&socket.display().to_string()), "{err}");
+}

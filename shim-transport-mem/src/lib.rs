@@ -405,4 +405,12 @@ impl Shim for MemClient {
     async fn update(&self, req: shim_proto::v1::UpdateRequest) -> Result<(), ShimError> {
         self.call(req, |s, r| s.update(r)).await
     }
+
+    async fn checkpoint(&self, req: shim_proto::v1::CheckpointRequest) -> Result<(), ShimError> {
+        self.call(req, |s, r| s.checkpoint(r)).await
+    }
+
+    async fn stats(&self, req: shim_proto::v1::StatsRequest) -> Result<shim_proto::v1::StatsResponse, ShimError> {
+        self.call(req, |s, r| s.stats(r)).await
+    }
 }

@@ -147,6 +147,15 @@ impl Shim for Gated {
     async fn update(&self, r: shim_core::proto::v1::UpdateRequest) -> shim_core::Result<()> {
         self.inner.update(r).await
     }
+    async fn checkpoint(&self, r: shim_core::proto::v1::CheckpointRequest) -> shim_core::Result<()> {
+        self.inner.checkpoint(r).await
+    }
+    async fn stats(
+        &self,
+        r: shim_core::proto::v1::StatsRequest,
+    ) -> shim_core::Result<shim_core::proto::v1::StatsResponse> {
+        self.inner.stats(r).await
+    }
 }
 
 #[tokio::test]

@@ -134,6 +134,23 @@ enum Command {
     /// the processes the shim started (Wait, Kill and Delete take those).
     #[command(after_help = "Example:\n  shimctl --socket /run/shim/web.sock ps")]
     Ps,
+    /// Show the container's resource usage (memory, CPU, pids, block I/O).
+    #[command(after_help = "Example:\n  shimctl --socket /run/shim/web.sock stats --json")]
+    Stats {
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checkpoint the running container with CRIU into a directory.
+    #[command(after_help = "Example:\n  shimctl --socket /run/shim/web.sock checkpoint --image /var/lib/ckpt/web")]
+    Checkpoint {
+        /// The image directory (created if missing).
+        #[arg(long)]
+        image: PathBuf,
+        /// Stop the container after checkpointing it.
+        #[arg(long)]
+        exit: bool,
+    },
     /// Change the container's resource limits.
     #[command(
         after_help = "Examples:\n  shimctl --socket /run/shim/web.sock update --memory-limit 268435456 --pids-limit 100\n  shimctl --socket /run/shim/web.sock update --resources limits.json   (an OCI LinuxResources object)"
@@ -190,6 +207,48 @@ enum Command {
         #[arg(last = true, required = true)]
         args: Vec<String>,
     },
+}
+
+/// Prints `shimctl stats`: text lines, or one JSON object.
+fn print_stats(s: &StatsResponse, json: bool) {
+    let m = s.memory.unwrap_or_default();
+    let c = s.cpu.unwrap_or_default();
+    let p = s.pids.unwrap_or_default();
+    let io: Vec<serde_json::Value> = s
+        .blkio
+        .clone()
+        .unwrap_or_default()
+        .entries
+        .iter()
+        .map(|e| serde_json::json!({ "major": e.major, "minor": e.minor, "op": e.op, "value": e.value }))
+        .collect();
+    let value = serde_json::json!({
+        "cgroup_version": s.cgroup_version,
+        "memory": { "usage": m.usage, "limit": m.limit, "max_usage": m.max_usage, "cache": m.cache, "rss": m.rss,
+                    "anon": m.anon, "file": m.file, "oom_kills": m.oom_kills, "failcnt": m.failcnt },
+        "cpu": { "usage_total_ns": c.usage_total_ns, "usage_user_ns": c.usage_user_ns,
+                 "usage_system_ns": c.usage_system_ns, "periods": c.periods,
+                 "throttled_periods": c.throttled_periods, "throttled_time_ns": c.throttled_time_ns },
+        "pids": { "current": p.current, "limit": p.limit },
+        "blkio": io,
+    });
+    if json {
+        println!("{value}");
+        return;
+    }
+    println!("cgroup v{}", s.cgroup_version);
+    println!(
+        "memory usage {} limit {} max_usage {} cache {} rss {} oom_kills {} failcnt {}",
+        m.usage, m.limit, m.max_usage, m.cache, m.rss, m.oom_kills, m.failcnt
+    );
+    println!(
+        "cpu total_ns {} user_ns {} system_ns {} periods {} throttled_periods {} throttled_ns {}",
+        c.usage_total_ns, c.usage_user_ns, c.usage_system_ns, c.periods, c.throttled_periods, c.throttled_time_ns
+    );
+    println!("pids current {} limit {}", p.current, p.limit);
+    for e in s.blkio.clone().unwrap_or_default().entries {
+        println!("blkio {}:{} {} {}", e.major, e.minor, e.op, e.value);
+    }
 }
 
 /// The LinuxResources JSON of `shimctl update`: the file's object, if any,
@@ -307,6 +366,15 @@ async fn main_async(cli: Cli) -> Result<u8, String> {
         Command::Pty { pid, width, height } => shim.pty(PtyRequest { pid, width, height }).await.map_err(err)?,
         Command::Delete { pid } => println!("{}", shim.delete(DeleteRequest { pid }).await.map_err(err)?.exit_status),
         Command::Pause => shim.pause(PauseRequest {}).await.map_err(err)?,
+        Command::Checkpoint { image, exit } => {
+            let image = std::path::absolute(&image).map_err(|e| format!("--image {}: {e}", image.display()))?;
+            let req = CheckpointRequest { image_path: image.to_string_lossy().into_owned(), exit };
+            shim.checkpoint(req).await.map_err(err)?;
+        }
+        Command::Stats { json } => {
+            let s = shim.stats(StatsRequest {}).await.map_err(err)?;
+            print_stats(&s, json);
+        }
         Command::Resume => shim.resume(ResumeRequest {}).await.map_err(err)?,
         Command::Ps => {
             for p in shim.list_pids(ListPidsRequest {}).await.map_err(err)?.processes {

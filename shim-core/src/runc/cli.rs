@@ -43,6 +43,14 @@ pub(crate) struct RuncCli {
 }
 
 impl RuncCli {
+    /// The binary and its `--root`, as an operator would type them.
+    pub fn command_prefix(&self) -> String {
+        match &self.root {
+            Some(root) => format!("{} --root {}", self.binary, root.display()),
+            None => self.binary.clone(),
+        }
+    }
+
     /// Runs `<binary> [global flags] --log <log> --log-format json <args>`.
     ///
     /// The log file is read for the error message on failure and removed in

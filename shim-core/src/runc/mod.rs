@@ -229,6 +229,27 @@ impl RuncRuntime {
         self.cli(id).run(&args, &log, RuncStdio::default()).await
     }
 
+    /// Whether CRIU can checkpoint on this host: `criu check`, whose last
+    /// error line becomes the reason of a `FAILED_PRECONDITION`.
+    async fn criu_check(&self) -> Result<()> {
+        let mut cmd = std::process::Command::new("criu");
+        cmd.arg("check").stdin(Stdio::null());
+        let out = match self.reaper.output(&mut cmd).await {
+            Ok(out) => out,
+            Err(e) => {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "checkpoints need CRIU, which cannot be run here (criu: {e}); install it (Debian: apt-get install criu)"
+                )))
+            }
+        };
+        if out.status.success() {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+        let reason = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no message").trim().to_string();
+        Err(ShimError::FailedPrecondition(format!("CRIU cannot work on this host: `criu check` says: {reason}")))
+    }
+
     /// Runs `create` or `exec`: a runc call that leaves a process behind.
     async fn launch(
         &self,
@@ -350,7 +371,15 @@ impl Runtime for RuncRuntime {
         // else (another shim, or one that died): refuse before touching it,
         // so the cleanup of a failed create can never remove it.
         if self.exists(&cli, &spec.id).await {
-            return Err(ShimError::AlreadyExists { id: spec.id.clone() });
+            return Err(ShimError::ExistsInRuntime { id: spec.id.clone(), runtime: cli.command_prefix() });
+        }
+        if !spec.checkpoint.is_empty() {
+            // Say first whether CRIU can work here at all: its own reason is
+            // more use than runc's.
+            self.criu_check().await?;
+            return Err(ShimError::Unimplemented(
+                "restoring a container from a checkpoint is not implemented yet".into(),
+            ));
         }
         let (_files, [pid_file, log, sock]) = self.files("init", ["pid", "log", "sock"]);
         let mut args: Vec<OsString> = vec![
@@ -368,7 +397,7 @@ impl Runtime for RuncRuntime {
                 // Another shim created the id between our check and runc's:
                 // it is theirs, so the failed create must not clean it up.
                 if is_exists_error(&e) {
-                    ShimError::AlreadyExists { id: spec.id.clone() }
+                    ShimError::ExistsInRuntime { id: spec.id.clone(), runtime: cli.command_prefix() }
                 } else {
                     e
                 }
@@ -460,6 +489,21 @@ impl Runtime for RuncRuntime {
         }
         let args: Vec<OsString> = vec!["update".into(), "--resources".into(), spec_file.clone().into(), id.into()];
         self.cli(id).run(&args, &log, RuncStdio::default()).await
+    }
+
+    async fn checkpoint(&self, id: &str, image_path: &str, exit: bool) -> Result<()> {
+        self.criu_check().await?;
+        let mut args: Vec<OsString> = vec!["checkpoint".into(), "--image-path".into(), image_path.into()];
+        if !exit {
+            args.push("--leave-running".into());
+        }
+        args.push(id.into());
+        self.control(id, args).await
+    }
+
+    async fn stats(&self, _id: &str, pid: u32) -> Result<shim_proto::v1::StatsResponse> {
+        // Read from the cgroup directly: no runc process per call.
+        crate::stats::of_pid(pid)
     }
 
     async fn cleanup(&self, spec: &CreateSpec) {

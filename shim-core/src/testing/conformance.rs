@@ -48,6 +48,9 @@ pub enum Program {
     Zeros(usize),
     /// A binary that does not exist: the runtime fails to start it.
     Missing,
+    /// Takes about this many bytes of the container's memory and exits 0
+    /// (busybox: a file in the container's tmpfs /tmp; fake: `bytes:N`).
+    Allocate(usize),
 }
 
 /// Which kind of runtime runs the programs.
@@ -80,6 +83,10 @@ impl Programs {
                 vec![format!("out:{stdout}"), format!("err:{stderr}"), format!("exit:{code}")]
             }
             (Programs::Fake, Program::Sleep) => vec!["sleep".into()],
+            (Programs::Busybox, Program::Allocate(n)) => {
+                vec!["sh".into(), "-c".into(), format!("head -c {n} /dev/zero > /tmp/fill")]
+            }
+            (Programs::Fake, Program::Allocate(n)) => vec![format!("bytes:{n}")],
             // An unknown step fails in the fake as a missing binary does in runc.
             (_, Program::Missing) => vec!["/no/such/binary".into()],
             (Programs::Fake, Program::Cat) => vec!["cat".into()],
@@ -598,6 +605,25 @@ pub async fn pause_resume_pids_update(h: &dyn Harness) {
     assert_eq!(ok(sc.shim.state(StateRequest {}).await), StateResponse::default());
 }
 
+/// Stats come from the container's cgroup and follow its usage.
+pub async fn stats_follow_usage(h: &dyn Harness) {
+    let Some(sc) = Scenario::new(h, "stats").await else { return };
+    assert_eq!(code(sc.shim.stats(StatsRequest {}).await), Code::FailedPrecondition);
+    let init = sc.running().await;
+    let before = ok(within(sc.shim.stats(StatsRequest {})).await);
+    assert!(matches!(before.cgroup_version, 1 | 2), "{before:?}");
+    assert!(before.pids.as_ref().is_some_and(|p| p.current >= 1), "{before:?}");
+    const FILL: usize = 16 << 20;
+    let filler = sc.exec(&Program::Allocate(FILL), "", "").await;
+    assert_eq!(sc.wait(filler).await, 0);
+    let after = ok(within(sc.shim.stats(StatsRequest {})).await);
+    let usage = |s: &StatsResponse| s.memory.as_ref().map(|m| m.usage).unwrap_or(0);
+    assert!(usage(&after) >= usage(&before) + FILL as u64 / 2, "usage {} then {}", usage(&before), usage(&after));
+    assert_eq!(sc.delete(filler).await, 0);
+    assert_eq!(sc.delete(init).await, 137);
+    assert_eq!(code(sc.shim.stats(StatsRequest {}).await), Code::FailedPrecondition);
+}
+
 /// Every output FIFO a request names gets its end-of-file: from an init and
 /// an exec that write nothing, and from an exec that never started (before
 /// its error returns), so a client that reads to EOF never hangs.
@@ -672,7 +698,7 @@ macro_rules! conformance_tests {
     ($harness:expr) => {
         $crate::conformance_tests!(@each $harness;
             lifecycle, exec_and_state, pty_resize, events_order, kill_and_wait, close_stdin, big_output, bad_input,
-            resume_events, pid_reuse, silent_output_ends, pause_resume_pids_update);
+            resume_events, pid_reuse, silent_output_ends, pause_resume_pids_update, stats_follow_usage);
     };
     (@each $harness:expr; $($name:ident),*) => {
         $(

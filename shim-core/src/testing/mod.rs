@@ -541,6 +541,12 @@ impl<G: Send + Sync> crate::Shim for Guarded<G> {
     async fn update(&self, r: shim_proto::v1::UpdateRequest) -> crate::Result<()> {
         self.shim.update(r).await
     }
+    async fn checkpoint(&self, r: shim_proto::v1::CheckpointRequest) -> crate::Result<()> {
+        self.shim.checkpoint(r).await
+    }
+    async fn stats(&self, r: shim_proto::v1::StatsRequest) -> crate::Result<shim_proto::v1::StatsResponse> {
+        self.shim.stats(r).await
+    }
 }
 
 #[cfg(test)]

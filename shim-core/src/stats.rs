@@ -1,0 +1,319 @@
+//! Resource usage of a container, read from its cgroup (v1 or v2).
+//!
+//! The shim reads the cgroup files itself rather than running `runc events
+//! --stats`: a Stats call then costs a few file reads, not a process. The
+//! parsers are pure functions over the files' text, so both hierarchies are
+//! tested from fixtures (this project's hosts are cgroup v1; v2 is tested
+//! only that way).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use shim_proto::v1::{BlkioEntry, BlkioStats, CpuStats, MemoryStats, PidsStats, StatsResponse};
+
+use crate::error::{Result, ShimError};
+
+/// `USER_HZ`: the unit of `cpuacct.stat` on every Linux architecture.
+const TICKS_PER_SECOND: u64 = 100;
+const NANOS_PER_TICK: u64 = 1_000_000_000 / TICKS_PER_SECOND;
+/// What cgroup v1 reports as "no limit" (`PAGE_COUNTER_MAX` pages, rounded
+/// to a page): anything this large is reported as 0, "unlimited".
+const V1_UNLIMITED: u64 = 0x7FFF_FFFF_FFFF_F000;
+
+/// Where a process's cgroups are: the controllers' directories on v1, the
+/// one unified directory on v2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupPaths {
+    /// cgroup v1: the directory of each controller.
+    V1(HashMap<String, PathBuf>),
+    /// cgroup v2: the process's directory in the unified hierarchy.
+    V2(PathBuf),
+}
+
+impl CgroupPaths {
+    /// From the text of `/proc/PID/cgroup`, with the hierarchy mounted at
+    /// `root` (`/sys/fs/cgroup`). v1 when any named controller is listed.
+    pub fn parse(proc_cgroup: &str, root: &Path) -> Option<Self> {
+        let mut v1 = HashMap::new();
+        let mut unified = None;
+        for line in proc_cgroup.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let rel = path.trim_start_matches('/');
+            if controllers.is_empty() {
+                unified = Some(root.join(rel));
+                continue;
+            }
+            for controller in controllers.split(',') {
+                // The mount point is named after the controllers it holds,
+                // e.g. cpu,cpuacct; the single-name links point to it.
+                let controller = controller.trim_start_matches("name=");
+                v1.insert(controller.to_string(), root.join(controller).join(rel));
+            }
+        }
+        if !v1.is_empty() {
+            Some(Self::V1(v1))
+        } else {
+            unified.map(Self::V2)
+        }
+    }
+
+    /// The paths of process `pid`.
+    pub fn of_pid(pid: u32) -> Result<Self> {
+        let path = format!("/proc/{pid}/cgroup");
+        let text = std::fs::read_to_string(&path).map_err(|e| ShimError::io(format!("cannot read {path}"), e))?;
+        Self::parse(&text, Path::new("/sys/fs/cgroup"))
+            .ok_or_else(|| ShimError::Internal(format!("{path} names no cgroup: {:?}", text.trim())))
+    }
+}
+
+/// A single number in a file, or 0 (missing file, `max`).
+fn number(text: &str) -> u64 {
+    text.trim().parse().unwrap_or(0)
+}
+
+/// `key value` lines (memory.stat, cpu.stat, cpuacct.stat).
+fn keyed(text: &str) -> HashMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some((it.next()?.to_string(), it.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+fn limit_v1(text: &str) -> u64 {
+    match number(text) {
+        n if n >= V1_UNLIMITED => 0,
+        n => n,
+    }
+}
+
+/// The files a parser reads, by name relative to the controller's directory.
+pub trait CgroupFiles {
+    /// The text of `file` of `controller` (v1) or of the unified directory
+    /// (v2, `controller` ignored); empty when it cannot be read.
+    fn read(&self, controller: &str, file: &str) -> String;
+}
+
+impl CgroupFiles for CgroupPaths {
+    fn read(&self, controller: &str, file: &str) -> String {
+        let dir = match self {
+            CgroupPaths::V1(dirs) => dirs.get(controller),
+            CgroupPaths::V2(dir) => Some(dir),
+        };
+        dir.and_then(|d| std::fs::read_to_string(d.join(file)).ok()).unwrap_or_default()
+    }
+}
+
+/// The stats of a cgroup v1 container.
+pub fn v1_stats(files: &impl CgroupFiles) -> StatsResponse {
+    let mem = |f: &str| files.read("memory", f);
+    let stat_text = mem("memory.stat");
+    let stat = keyed(&stat_text);
+    let get = |k: &str| stat.get(k).copied().unwrap_or(0);
+    let oom = keyed(&mem("memory.oom_control"));
+    let memory = MemoryStats {
+        usage: number(&mem("memory.usage_in_bytes")),
+        limit: limit_v1(&mem("memory.limit_in_bytes")),
+        max_usage: number(&mem("memory.max_usage_in_bytes")),
+        cache: get("total_cache"),
+        rss: get("total_rss"),
+        anon: get("total_rss"),
+        file: get("total_cache"),
+        oom_kills: oom.get("oom_kill").copied().unwrap_or(0),
+        failcnt: number(&mem("memory.failcnt")),
+    };
+    let acct = keyed(&files.read("cpuacct", "cpuacct.stat"));
+    let throttling = keyed(&files.read("cpu", "cpu.stat"));
+    let cpu = CpuStats {
+        usage_total_ns: number(&files.read("cpuacct", "cpuacct.usage")),
+        usage_user_ns: acct.get("user").copied().unwrap_or(0).saturating_mul(NANOS_PER_TICK),
+        usage_system_ns: acct.get("system").copied().unwrap_or(0).saturating_mul(NANOS_PER_TICK),
+        periods: throttling.get("nr_periods").copied().unwrap_or(0),
+        throttled_periods: throttling.get("nr_throttled").copied().unwrap_or(0),
+        throttled_time_ns: throttling.get("throttled_time").copied().unwrap_or(0),
+    };
+    let pids = PidsStats {
+        current: number(&files.read("pids", "pids.current")),
+        limit: number(&files.read("pids", "pids.max")),
+    };
+    let blkio = BlkioStats { entries: v1_blkio(&files.read("blkio", "blkio.throttle.io_service_bytes")) };
+    StatsResponse { cgroup_version: 1, memory: Some(memory), cpu: Some(cpu), pids: Some(pids), blkio: Some(blkio) }
+}
+
+/// `MAJ:MIN Op value` lines of blkio.throttle.io_service_bytes (the
+/// `Total` line of the file has no device and is skipped).
+fn v1_blkio(text: &str) -> Vec<BlkioEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let (device, op, value) = (it.next()?, it.next()?, it.next()?);
+            let (major, minor) = device.split_once(':')?;
+            Some(BlkioEntry {
+                major: major.parse().ok()?,
+                minor: minor.parse().ok()?,
+                op: op.to_string(),
+                value: value.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The stats of a cgroup v2 container.
+pub fn v2_stats(files: &impl CgroupFiles) -> StatsResponse {
+    let read = |f: &str| files.read("", f);
+    let stat_text = read("memory.stat");
+    let stat = keyed(&stat_text);
+    let get = |k: &str| stat.get(k).copied().unwrap_or(0);
+    let events = keyed(&read("memory.events"));
+    let memory = MemoryStats {
+        usage: number(&read("memory.current")),
+        // "max" reads as 0: unlimited.
+        limit: number(&read("memory.max")),
+        // memory.peak exists from Linux 5.19 on; 0 before.
+        max_usage: number(&read("memory.peak")),
+        cache: get("file"),
+        rss: get("anon"),
+        anon: get("anon"),
+        file: get("file"),
+        oom_kills: events.get("oom_kill").copied().unwrap_or(0),
+        failcnt: events.get("max").copied().unwrap_or(0),
+    };
+    let cpu_stat = keyed(&read("cpu.stat"));
+    let us = |k: &str| cpu_stat.get(k).copied().unwrap_or(0).saturating_mul(1000);
+    let cpu = CpuStats {
+        usage_total_ns: us("usage_usec"),
+        usage_user_ns: us("user_usec"),
+        usage_system_ns: us("system_usec"),
+        periods: cpu_stat.get("nr_periods").copied().unwrap_or(0),
+        throttled_periods: cpu_stat.get("nr_throttled").copied().unwrap_or(0),
+        throttled_time_ns: us("throttled_usec"),
+    };
+    let pids = PidsStats { current: number(&read("pids.current")), limit: number(&read("pids.max")) };
+    let blkio = BlkioStats { entries: v2_io(&read("io.stat")) };
+    StatsResponse { cgroup_version: 2, memory: Some(memory), cpu: Some(cpu), pids: Some(pids), blkio: Some(blkio) }
+}
+
+/// `MAJ:MIN rbytes=.. wbytes=.. rios=.. wios=..` lines of io.stat, as
+/// entries named like v1's (`Read`, `Write` bytes; `rios`, `wios` as is).
+fn v2_io(text: &str) -> Vec<BlkioEntry> {
+    let mut entries = Vec::new();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let Some((major, minor)) = it.next().and_then(|d| d.split_once(':')) else { continue };
+        let (Ok(major), Ok(minor)) = (major.parse(), minor.parse()) else { continue };
+        for pair in it {
+            let Some((key, value)) = pair.split_once('=') else { continue };
+            let op = match key {
+                "rbytes" => "Read",
+                "wbytes" => "Write",
+                other => other,
+            };
+            if let Ok(value) = value.parse() {
+                entries.push(BlkioEntry { major, minor, op: op.to_string(), value });
+            }
+        }
+    }
+    entries
+}
+
+/// The stats of the container whose init is `pid`.
+pub fn of_pid(pid: u32) -> Result<StatsResponse> {
+    Ok(match CgroupPaths::of_pid(pid)? {
+        paths @ CgroupPaths::V1(_) => v1_stats(&paths),
+        paths @ CgroupPaths::V2(_) => v2_stats(&paths),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Files held in memory, by name.
+    struct Fixture(HashMap<&'static str, &'static str>);
+
+    impl CgroupFiles for Fixture {
+        fn read(&self, _controller: &str, file: &str) -> String {
+            self.0.get(file).map(|s| s.to_string()).unwrap_or_default()
+        }
+    }
+
+    #[test]
+    fn proc_cgroup_of_both_hierarchies() {
+        let v1 = "12:pids:/runc/c1\n4:memory:/runc/c1\n3:cpu,cpuacct:/runc/c1\n1:name=systemd:/x\n0::/\n";
+        let Some(CgroupPaths::V1(dirs)) = CgroupPaths::parse(v1, Path::new("/sys/fs/cgroup")) else { panic!("not v1") };
+        assert_eq!(dirs.get("memory"), Some(&PathBuf::from("/sys/fs/cgroup/memory/runc/c1")));
+        assert_eq!(dirs.get("cpuacct"), Some(&PathBuf::from("/sys/fs/cgroup/cpuacct/runc/c1")));
+        let v2 = CgroupPaths::parse("0::/system.slice/runc-c1.scope\n", Path::new("/sys/fs/cgroup"));
+        assert_eq!(v2, Some(CgroupPaths::V2(PathBuf::from("/sys/fs/cgroup/system.slice/runc-c1.scope"))));
+        assert_eq!(CgroupPaths::parse("garbage", Path::new("/")), None);
+    }
+
+    #[test]
+    fn v1_files() {
+        let f = Fixture(HashMap::from([
+            ("memory.usage_in_bytes", "1048576\n"),
+            ("memory.limit_in_bytes", "9223372036854771712\n"),
+            ("memory.max_usage_in_bytes", "2097152\n"),
+            ("memory.failcnt", "3\n"),
+            ("memory.stat", "cache 10\nrss 20\ntotal_cache 4096\ntotal_rss 8192\n"),
+            ("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n"),
+            ("cpuacct.usage", "123456789\n"),
+            ("cpuacct.stat", "user 5\nsystem 7\n"),
+            ("cpu.stat", "nr_periods 10\nnr_throttled 2\nthrottled_time 3000\n"),
+            ("pids.current", "4\n"),
+            ("pids.max", "max\n"),
+            ("blkio.throttle.io_service_bytes", "8:0 Read 512\n8:0 Write 1024\nTotal 1536\n"),
+        ]));
+        let s = v1_stats(&f);
+        assert_eq!(s.cgroup_version, 1);
+        let m = s.memory.unwrap_or_default();
+        assert_eq!((m.usage, m.limit, m.max_usage, m.failcnt, m.oom_kills), (1048576, 0, 2097152, 3, 1));
+        assert_eq!((m.cache, m.rss), (4096, 8192));
+        let c = s.cpu.unwrap_or_default();
+        assert_eq!((c.usage_total_ns, c.usage_user_ns, c.usage_system_ns), (123456789, 50_000_000, 70_000_000));
+        assert_eq!((c.periods, c.throttled_periods, c.throttled_time_ns), (10, 2, 3000));
+        assert_eq!(s.pids, Some(PidsStats { current: 4, limit: 0 }));
+        let b = s.blkio.unwrap_or_default().entries;
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.first(), Some(&BlkioEntry { major: 8, minor: 0, op: "Read".into(), value: 512 }));
+    }
+
+    #[test]
+    fn v2_files() {
+        let f = Fixture(HashMap::from([
+            ("memory.current", "1048576\n"),
+            ("memory.max", "16777216\n"),
+            ("memory.peak", "2097152\n"),
+            ("memory.stat", "anon 8192\nfile 4096\nkernel_stack 16384\n"),
+            ("memory.events", "low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\noom_group_kill 0\n"),
+            (
+                "cpu.stat",
+                "usage_usec 1000\nuser_usec 600\nsystem_usec 400\nnr_periods 10\nnr_throttled 2\nthrottled_usec 30\n",
+            ),
+            ("pids.current", "4\n"),
+            ("pids.max", "100\n"),
+            ("io.stat", "8:0 rbytes=512 wbytes=1024 rios=1 wios=2 dbytes=0 dios=0\n"),
+        ]));
+        let s = v2_stats(&f);
+        assert_eq!(s.cgroup_version, 2);
+        let m = s.memory.unwrap_or_default();
+        assert_eq!(
+            (m.usage, m.limit, m.max_usage, m.anon, m.file, m.oom_kills, m.failcnt),
+            (1048576, 16777216, 2097152, 8192, 4096, 1, 5)
+        );
+        let c = s.cpu.unwrap_or_default();
+        assert_eq!(
+            (c.usage_total_ns, c.usage_user_ns, c.usage_system_ns, c.throttled_time_ns),
+            (1_000_000, 600_000, 400_000, 30_000)
+        );
+        assert_eq!(s.pids, Some(PidsStats { current: 4, limit: 100 }));
+        let b = s.blkio.unwrap_or_default().entries;
+        assert!(b.contains(&BlkioEntry { major: 8, minor: 0, op: "Write".into(), value: 1024 }));
+        assert_eq!(b.len(), 6);
+        // "max" and missing files read as 0 (unlimited, unknown).
+        let empty = v2_stats(&Fixture(HashMap::from([("memory.max", "max\n")])));
+        assert_eq!(empty.memory.map(|m| m.limit), Some(0));
+    }
+}
