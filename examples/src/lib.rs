@@ -9,3 +9,4 @@ pub mod ctl;
 pub mod daemon;
 pub mod demo;
 pub mod logs;
+pub mod many;

@@ -534,6 +534,12 @@ fn shimctl_pauses_lists_updates_and_resumes_through_the_daemon() {
         assert!(ps.lines().any(|l| l == format!("{pid} shim")), "{ps}");
     }
     stdout_of(&shimctl(&socket, &["update", "--memory-limit", "268435456", "--pids-limit", "100"]));
+    let stats = stdout_of(&shimctl(&socket, &["stats", "--json"]));
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["memory"]["limit"], 268435456, "{stats}");
+    assert_eq!(stats["pids"]["limit"], 100, "{stats}");
+    assert!(stats["pids"]["current"].as_u64().unwrap_or(0) >= 2, "{stats}");
+    assert!(stdout_of(&shimctl(&socket, &["stats"])).contains("memory usage"));
     let bad = shimctl(&socket, &["update"]);
     assert!(!bad.status.success());
     stdout_of(&shimctl(&socket, &["pause"]));
@@ -548,4 +554,23 @@ fn shimctl_pauses_lists_updates_and_resumes_through_the_daemon() {
         assert!(start.elapsed() < T, "shim did not exit after its init was deleted");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_containers_in_one_process_through_the_many_containers_example() {
+    if !require_runc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = shim_core::testing::runc_binary();
+    let summary =
+        tokio::time::timeout(T * 4, shim_examples::many::run(20, dir.path(), &runtime)).await.unwrap().unwrap();
+    assert_eq!(summary.statuses.len(), 20);
+    for (id, status) in &summary.statuses {
+        let i: u32 = id.rsplit('-').next().unwrap().parse().unwrap();
+        assert_eq!(*status, i % 7, "{id}");
+        assert_eq!(summary.outputs.get(id).map(String::as_str), Some(format!("hello from container {i}\n").as_str()));
+        assert_eq!(summary.exit_events.get(id), Some(status), "{id}");
+    }
+    assert_eq!(summary.leftovers, 0, "work directories left behind");
 }
