@@ -1,40 +1,46 @@
-//! The one owner of `waitpid` in the process.
+//! The one owner of `waitpid` for the shim's processes.
 //!
 //! A shim is a child subreaper: the container processes that runc starts are
 //! re-parented to it, and it must reap them and every orphan of theirs. Two
-//! parties waiting for the same child lose exits (one steals the other's), so
-//! a [`Reaper`] reaps every child of the process, and delivers each exit to
-//! whoever subscribed to that pid. Children the shim starts must therefore be
-//! spawned through [`Reaper::spawn`], never with `tokio::process` or
-//! `Command::output`.
+//! parties waiting for the same child lose exits (one steals the other's),
+//! so the [`Reaper`] reaps the processes that are the shim's, and delivers
+//! each exit to whoever subscribed to that pid. A program that links the
+//! library keeps its own children: see "Children of the embedding program".
 //!
-//! Subscriptions are made before the process can exit:
-//! - [`Reaper::spawn`] holds the reaper's lock from fork until the pid is
-//!   registered, and the reaper takes that lock before it reaps, so even a
-//!   child that exits at once is delivered.
-//! - A process whose pid is learnt only later (runc writes it to a pid file)
-//!   is covered by a [`Monitor`] taken before runc runs: it records every
-//!   exit until it is dropped, and [`Monitor::watch`] finds an exit that
-//!   already happened.
+//! Which children are the shim's:
+//! - those spawned through [`Reaper::spawn`] (runc calls; [`Reaper::output`]
+//!   for the embedder's own commands), subscribed before they can exit: the
+//!   reaper's lock is held from fork until the pid is registered;
+//! - those whose pid is learnt later (runc writes it to a pid file) and
+//!   watched through a [`Monitor`] taken before runc runs; [`Monitor::watch`]
+//!   finds an exit that already happened;
+//! - orphans re-parented to the subreaper, which nobody else will ever reap.
+//!
+//! How: each known pid gets a pidfd (`pidfd_open`), and the reaper thread
+//! polls them; a pidfd turns readable when its process exits, and that pid
+//! alone is reaped (`waitpid(pid)`). The thread never waits for "any child",
+//! so a child the embedding program spawned itself is left to it.
+//!
+//! # Children of the embedding program
+//!
+//! The kernel cannot tell the reaper which of the process's children were
+//! forked by the program itself (`std::process::Command`, `tokio::process`,
+//! a CNI plugin call) and which are orphans of a container. So an unknown
+//! zombie child is left alone for [`STRANGER_GRACE`] (2 s), which is ample
+//! for a program that waits for its own children (`output()`, `status()`,
+//! `wait()`, tokio's SIGCHLD handling all reap at once); one still a zombie
+//! after that is an orphan, and is reaped so that no zombie stays. Children
+//! are looked for every [`SCAN_INTERVAL`] (1 s), in
+//! `/proc/self/task/*/children`. A program that waits for a child of its own
+//! later than 2 s after it exited must spawn it through [`Reaper::spawn`]
+//! instead.
 //!
 //! The reaper is a dedicated thread, not a task of some tokio runtime, so it
-//! works under any runtime and outlives test runtimes. It blocks in
-//! `waitid(P_ALL, WEXITED | WNOWAIT)`, which reports a zombie without
-//! reaping it, then takes the lock and reaps that pid. The lock is what makes
-//! `spawn` safe: the standard library itself waits for a child whose `exec`
-//! failed, and must not find it already reaped.
-//!
-//! There is one reaper per process, because `waitpid` is per process: a
-//! second one would steal exits from the first. [`Reaper::start`] therefore
-//! returns the process's reaper, starting it on the first call; every caller
-//! (any number of shims, tests, the embedding program) shares it. It is the
-//! one process-wide registry of the library, kept because the kernel's child
-//! table it guards is process-wide too.
-//!
-//! A program that links the library and runs its own children while the
-//! reaper runs spawns them through [`Reaper::spawn`] (a `std::process::Child`
-//! and its exit) or [`Reaper::output`] (the equivalent of
-//! `Command::output`), never by waiting for them itself.
+//! works under any runtime and outlives test runtimes. There is one per
+//! process: [`Reaper::start`] returns the process's reaper, starting it on
+//! the first call; every caller (any number of shims, tests, the embedding
+//! program) shares it. It is the one process-wide registry of the library,
+//! kept because the kernel's child table it guards is process-wide too.
 //!
 //! If the reaper thread ever died (a panic), every pending and later
 //! [`ExitWaiter::wait`] returns `None` instead of hanging, and the next
@@ -42,8 +48,10 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Child, Command};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use tokio::sync::oneshot;
@@ -82,16 +90,52 @@ struct Table {
     /// Active monitors, each with the exits seen since it was taken.
     monitors: HashMap<u64, Vec<Exit>>,
     next_monitor: u64,
-    /// Bumped on each spawn, so an idle reaper knows to look again.
-    generation: u64,
+    /// A pidfd of each subscribed pid, which the reaper thread polls.
+    pidfds: HashMap<i32, OwnedFd>,
+    /// Unknown zombie children, and when each was first seen.
+    strangers: HashMap<i32, Instant>,
+}
+
+impl Table {
+    /// Subscribes `tx` to `pid`'s exit.
+    fn subscribe(&mut self, pid: i32, tx: oneshot::Sender<Exit>) {
+        self.waiters.entry(pid).or_default().push(tx);
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.pidfds.entry(pid) {
+            // Fails only if the pid was reaped by someone else already (or
+            // on a kernel before 5.3): the scan then tries it directly.
+            if let Some(fd) = pidfd_open(pid) {
+                slot.insert(fd);
+            }
+        }
+        self.strangers.remove(&pid);
+    }
 }
 
 struct Inner {
     table: Mutex<Table>,
-    spawned: Condvar,
+    /// An eventfd that wakes the reaper thread when a pid is subscribed.
+    wake: OwnedFd,
 }
 
 impl Inner {
+    fn new() -> io::Result<Self> {
+        // SAFETY: eventfd takes two integers and returns a new descriptor.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nothing else.
+        let wake = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self { table: Mutex::new(Table::default()), wake })
+    }
+
+    /// Wakes the reaper thread so that it polls the new pidfds.
+    fn poke(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
+        let _ = unsafe { libc::write(self.wake.as_raw_fd(), std::ptr::addr_of!(one).cast(), 8) };
+    }
+
     fn lock(&self) -> MutexGuard<'_, Table> {
         // A poisoned lock only means a panic elsewhere; the table is still
         // consistent because every critical section is a few map operations.
@@ -156,8 +200,10 @@ impl Monitor {
             }
             // Dropping the sender makes the waiter return `None`.
             None if table.dead => drop(tx),
-            None => table.waiters.entry(pid_i32(pid)).or_default().push(tx),
+            None => table.subscribe(pid_i32(pid), tx),
         }
+        drop(table);
+        self.inner.poke();
         ExitWaiter { pid, rx }
     }
 }
@@ -183,7 +229,7 @@ impl Reaper {
             return Ok(reaper.clone());
         }
         nix::sys::prctl::set_child_subreaper(true).map_err(ReaperError::Subreaper)?;
-        let inner = Arc::new(Inner { table: Mutex::new(Table::default()), spawned: Condvar::new() });
+        let inner = Arc::new(Inner::new().map_err(ReaperError::Thread)?);
         let thread_inner = Arc::clone(&inner);
         std::thread::Builder::new()
             .name("shim-reaper".into())
@@ -212,10 +258,9 @@ impl Reaper {
         let child = cmd.spawn()?;
         let pid = child.id();
         let (tx, rx) = oneshot::channel();
-        table.waiters.entry(pid_i32(pid)).or_default().push(tx);
-        table.generation = table.generation.wrapping_add(1);
+        table.subscribe(pid_i32(pid), tx);
         drop(table);
-        self.inner.spawned.notify_all();
+        self.inner.poke();
         Ok((child, ExitWaiter { pid, rx }))
     }
 
@@ -254,11 +299,6 @@ impl Reaper {
         let id = table.next_monitor;
         table.next_monitor = table.next_monitor.wrapping_add(1);
         table.monitors.insert(id, Vec::new());
-        // A process started under a monitor is a descendant of ours, but it may
-        // not be spawned through us (runc's children): make sure we look.
-        table.generation = table.generation.wrapping_add(1);
-        drop(table);
-        self.inner.spawned.notify_all();
         Monitor { inner: Arc::clone(&self.inner), id }
     }
 
@@ -298,18 +338,17 @@ fn exit_status(pid: i32, status: libc::c_int) -> Option<Exit> {
     }
 }
 
-/// Waits until some child has exited and returns its pid, leaving it a
-/// zombie (`WNOWAIT`), so that it is reaped only under the table's lock.
-fn next_exited() -> Result<i32, Errno> {
-    // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: waitid writes one siginfo_t to the valid pointer.
-    let rc = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
-    if rc < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: waitid filled si_pid for a WEXITED report (0 if none).
-    Ok(unsafe { info.si_pid() })
+/// How long an unknown zombie child is left for its owner to reap.
+pub const STRANGER_GRACE: Duration = Duration::from_secs(2);
+/// How often the process's children are looked through for strangers.
+pub const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: `fd` was just created and is owned by nothing else.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Reaps `pid` if it has exited.
@@ -324,6 +363,68 @@ fn reap(pid: i32) -> Result<Option<Exit>, Errno> {
     }
 }
 
+/// Reaps a subscribed pid whose pidfd fired (or that has none), under the
+/// table's lock.
+fn reap_known(table: &mut Table, pid: i32) {
+    match reap(pid) {
+        Ok(Some(exit)) => deliver(table, exit),
+        Ok(None) => {}
+        Err(Errno::ECHILD) => {
+            // Not our child (any more): somebody else reaped it, or it is not
+            // a child at all. Its waiters learn nothing (None) rather than
+            // waiting for ever.
+            table.waiters.remove(&pid);
+            table.pidfds.remove(&pid);
+        }
+        Err(e) => tracing::warn!(pid, error = %e, "waitpid failed"),
+    }
+}
+
+/// The process's children that are zombies now.
+fn zombie_children() -> Vec<i32> {
+    let mut zombies = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return zombies };
+    for task in tasks.flatten() {
+        let Ok(children) = std::fs::read_to_string(task.path().join("children")) else { continue };
+        for pid in children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            // The command may hold spaces and parentheses: the state follows the last ')'.
+            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+            if state == Some("Z") {
+                zombies.push(pid);
+            }
+        }
+    }
+    zombies
+}
+
+/// Looks through the children: subscribed pids without a pidfd are tried
+/// directly; unknown zombies are reaped once they were seen for
+/// [`STRANGER_GRACE`].
+fn scan(inner: &Inner) {
+    let zombies = zombie_children();
+    let now = Instant::now();
+    let mut table = inner.lock();
+    let unpolled: Vec<i32> = table.waiters.keys().filter(|p| !table.pidfds.contains_key(p)).copied().collect();
+    for pid in unpolled {
+        reap_known(&mut table, pid);
+    }
+    table.strangers.retain(|pid, _| zombies.contains(pid));
+    for pid in zombies {
+        if table.waiters.contains_key(&pid) {
+            continue;
+        }
+        let first = *table.strangers.entry(pid).or_insert(now);
+        if now.duration_since(first) >= STRANGER_GRACE {
+            table.strangers.remove(&pid);
+            if let Ok(Some(exit)) = reap(pid) {
+                tracing::debug!(pid, "reaped an orphan");
+                deliver(&mut table, exit);
+            }
+        }
+    }
+}
+
 /// Marks the reaper dead when its thread ends (only by a panic) and drops
 /// every pending subscription, so that no waiter hangs.
 struct DeadOnExit<'a>(&'a Inner);
@@ -333,44 +434,50 @@ impl Drop for DeadOnExit<'_> {
         let mut table = self.0.lock();
         table.dead = true;
         table.waiters.clear();
+        table.pidfds.clear();
         tracing::error!("the reaper thread has died; exits are no longer delivered");
     }
 }
 
 fn reap_loop(inner: &Inner) {
+    let mut last_scan = Instant::now();
     loop {
-        let generation = inner.lock().generation;
-        match next_exited() {
-            Ok(0) => {}
-            Ok(pid) => {
-                let mut table = inner.lock();
-                match reap(pid) {
-                    Ok(Some(exit)) => deliver(&mut table, exit),
-                    Ok(None) => {}
-                    // Someone else reaped it: the standard library does for a
-                    // child whose exec failed, while `spawn` holds the lock.
-                    Err(Errno::ECHILD) => {}
-                    Err(e) => tracing::warn!(pid, error = %e, "waitpid failed"),
-                }
+        let watched: Vec<(i32, libc::c_int)> = inner.lock().pidfds.iter().map(|(p, fd)| (*p, fd.as_raw_fd())).collect();
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(watched.len() + 1);
+        fds.push(libc::pollfd { fd: inner.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        fds.extend(watched.iter().map(|(_, fd)| libc::pollfd { fd: *fd, events: libc::POLLIN, revents: 0 }));
+        let until_scan = SCAN_INTERVAL.saturating_sub(last_scan.elapsed());
+        let timeout = libc::c_int::try_from(until_scan.as_millis()).unwrap_or(1000).max(1);
+        let nfds = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
+        // SAFETY: `fds` is a valid array of `nfds` pollfd structs for the call.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), nfds, timeout) };
+        if rc < 0 && Errno::last() != Errno::EINTR {
+            tracing::error!(error = %Errno::last(), "poll failed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut ready = fds.iter().map(|p| p.revents != 0);
+        if ready.next() == Some(true) {
+            let mut buf = [0u8; 8];
+            // SAFETY: reads 8 bytes into a valid buffer from our eventfd.
+            let _ = unsafe { libc::read(inner.wake.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+        }
+        let fired: Vec<i32> = watched.iter().zip(ready).filter(|(_, r)| *r).map(|((pid, _), _)| *pid).collect();
+        if !fired.is_empty() {
+            let mut table = inner.lock();
+            for pid in fired {
+                reap_known(&mut table, pid);
             }
-            Err(Errno::EINTR) => {}
-            Err(Errno::ECHILD) => {
-                // No children: sleep until something is spawned.
-                let mut table = inner.lock();
-                while table.generation == generation {
-                    table = inner.spawned.wait(table).unwrap_or_else(|e| e.into_inner());
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "waitid failed");
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
+        }
+        if last_scan.elapsed() >= SCAN_INTERVAL {
+            scan(inner);
+            last_scan = Instant::now();
         }
     }
 }
 
 fn deliver(table: &mut Table, exit: Exit) {
     tracing::trace!(pid = exit.pid, status = exit.status, "reaped");
+    table.pidfds.remove(&pid_i32(exit.pid));
     for seen in table.monitors.values_mut() {
         seen.push(exit);
     }
@@ -417,7 +524,7 @@ mod tests {
 
     #[test]
     fn waiters_of_a_dead_reaper_return_none_instead_of_hanging() {
-        let inner = Arc::new(Inner { table: Mutex::new(Table::default()), spawned: Condvar::new() });
+        let inner = Arc::new(Inner::new().unwrap_or_else(|e| panic!("eventfd: {e}")));
         let (tx, rx) = oneshot::channel();
         inner.lock().waiters.entry(12345).or_default().push(tx);
         let pending = ExitWaiter { pid: 12345, rx };
