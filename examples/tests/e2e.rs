@@ -45,28 +45,10 @@ fn start_shim(socket: &Path) -> Child {
     start_shim_with(socket, &[])
 }
 
-/// Starts `shim` on `socket` with extra arguments and waits for its ready line.
+/// Starts `shim` on `socket` with extra arguments and waits for its ready
+/// line; the rest of its stderr is read and discarded.
 fn start_shim_with(socket: &Path, args: &[&std::ffi::OsStr]) -> Child {
-    let mut child = Command::new(SHIM)
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(lines.read_line(&mut line).unwrap() > 0, "shim exited before it was ready");
-        if line.starts_with("ready ") {
-            assert_eq!(line.trim(), format!("ready {}", socket.display()));
-            break;
-        }
-    }
+    let (child, mut lines) = start_shim_logging(socket, args);
     std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
     child
 }
@@ -432,7 +414,10 @@ fn sigterm_after_a_client_vanished_mid_create_still_removes_the_container() {
 
 /// Starts `shim` with stderr on a pipe and returns it with the pipe's read
 /// end, once the ready line was read from it.
-fn start_shim_logging(socket: &Path, args: &[&str]) -> (Child, std::io::BufReader<std::process::ChildStderr>) {
+fn start_shim_logging<A: AsRef<std::ffi::OsStr>>(
+    socket: &Path,
+    args: &[A],
+) -> (Child, std::io::BufReader<std::process::ChildStderr>) {
     let mut child = Command::new(SHIM)
         .arg("--socket")
         .arg(socket)
@@ -445,9 +430,13 @@ fn start_shim_logging(socket: &Path, args: &[&str]) -> (Child, std::io::BufReade
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    while !line.starts_with("ready ") {
+    loop {
         line.clear();
         assert!(lines.read_line(&mut line).unwrap() > 0, "shim exited before it was ready");
+        if line.starts_with("ready ") {
+            assert_eq!(line.trim(), format!("ready {}", socket.display()));
+            break;
+        }
     }
     (child, lines)
 }

@@ -319,6 +319,16 @@ impl RuncRuntime {
     }
 }
 
+/// Creates a call file of the work directory (mode 0600; it must not exist
+/// yet) holding `bytes`, and returns it open for writing.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<std::fs::File> {
+    use std::io::Write;
+    let err = |e| ShimError::io(format!("cannot write {}", path.display()), e);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(err)?;
+    file.write_all(bytes).map_err(err)?;
+    Ok(file)
+}
+
 fn read_pid(path: &Path) -> Result<u32> {
     let text = std::fs::read(path).map_err(|e| ShimError::io(format!("cannot read pid file {}", path.display()), e))?;
     parse_pid(&text).map_err(|e| ShimError::Internal(format!("pid file {}: {e}", path.display())))
@@ -413,16 +423,7 @@ impl Runtime for RuncRuntime {
     async fn exec(&self, id: &str, process: &serde_json::Value, stdio: ProcessStdio) -> Result<Launched> {
         let (_files, [spec_file, pid_file, log, sock]) = self.files("exec", ["json", "pid", "log", "sock"]);
         let bytes = serde_json::to_vec(process).map_err(|e| ShimError::Internal(format!("process spec: {e}")))?;
-        {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&spec_file)
-                .map_err(|e| ShimError::io(format!("cannot write {}", spec_file.display()), e))?;
-            f.write_all(&bytes).map_err(|e| ShimError::io(format!("cannot write {}", spec_file.display()), e))?;
-        }
+        write_private(&spec_file, &bytes)?;
         let args: Vec<OsString> = vec![
             "exec".into(),
             "--process".into(),
@@ -461,12 +462,7 @@ impl Runtime for RuncRuntime {
 
     async fn pids(&self, id: &str) -> Result<Vec<u32>> {
         let (_files, [out, log]) = self.files("ps", ["out", "log"]);
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&out)
-            .map_err(|e| ShimError::io(format!("cannot create {}", out.display()), e))?;
+        let file = write_private(&out, &[])?;
         let stdio = RuncStdio { stdout: Some(Stdio::from(file)), ..Default::default() };
         let args: Vec<OsString> = vec!["ps".into(), "--format".into(), "json".into(), id.into()];
         self.cli(id).run(&args, &log, stdio).await?;
@@ -477,16 +473,7 @@ impl Runtime for RuncRuntime {
     async fn update(&self, id: &str, resources: &serde_json::Value) -> Result<()> {
         let (_files, [spec_file, log]) = self.files("update", ["json", "log"]);
         let bytes = serde_json::to_vec(resources).map_err(|e| ShimError::Internal(format!("resources: {e}")))?;
-        {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&spec_file)
-                .map_err(|e| ShimError::io(format!("cannot write {}", spec_file.display()), e))?;
-            f.write_all(&bytes).map_err(|e| ShimError::io(format!("cannot write {}", spec_file.display()), e))?;
-        }
+        write_private(&spec_file, &bytes)?;
         let args: Vec<OsString> = vec!["update".into(), "--resources".into(), spec_file.clone().into(), id.into()];
         self.cli(id).run(&args, &log, RuncStdio::default()).await
     }
