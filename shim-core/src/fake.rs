@@ -22,6 +22,7 @@
 //! | `winsize` | writes the terminal's `ROWS COLS` and a newline to stdout |
 //! | `sleep` | runs until a signal kills it |
 //! | `oom` | reports an OOM kill and dies of SIGKILL |
+//! | `hog:N` | takes N bytes of the container's memory for a moment: past the limit set by `update`, reports an OOM kill and dies of SIGKILL |
 //! | `exit:N` | exits with status N |
 //!
 //! A program that runs out of steps exits 0. An unknown step makes the
@@ -98,6 +99,7 @@ enum Step {
     Winsize,
     Sleep,
     Oom,
+    Hog(u64),
     Exit(u32),
 }
 
@@ -114,6 +116,7 @@ fn parse(args: &[String]) -> std::result::Result<Vec<Step>, String> {
                 "winsize" => Step::Winsize,
                 "sleep" => Step::Sleep,
                 "oom" => Step::Oom,
+                "hog" => Step::Hog(arg.parse().map_err(|_| format!("bad byte count in {a:?}"))?),
                 "exit" => Step::Exit(arg.parse().map_err(|_| format!("bad exit status in {a:?}"))?),
                 _ => return Err(format!("exec: {a:?}: executable file not found in $PATH")),
             })
@@ -138,6 +141,8 @@ struct FakeContainer {
     paused: bool,
     /// Bytes its programs wrote to `bytes:N`: the fake's "memory usage".
     written: Arc<AtomicU64>,
+    /// The memory limit set by `update` (0: none).
+    limit: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -248,7 +253,12 @@ fn stdio_of(stdio: ProcessStdio) -> Result<(Stdio, Option<OwnedFd>)> {
     Ok((Stdio { stdin, stdout, stderr: Sink::Null, tty: Some(pty.slave) }, Some(pty.master)))
 }
 
-async fn run_steps(steps: Vec<Step>, io: &mut Stdio, oom: &OomTrigger, written: &AtomicU64) -> u32 {
+async fn run_steps(
+    steps: Vec<Step>,
+    io: &mut Stdio,
+    oom: &OomTrigger,
+    (written, limit): (&AtomicU64, &AtomicU64),
+) -> u32 {
     let mut buf = vec![0u8; 64 * 1024];
     for step in steps {
         match step {
@@ -297,6 +307,13 @@ async fn run_steps(steps: Vec<Step>, io: &mut Stdio, oom: &OomTrigger, written: 
             Step::Oom => {
                 oom.fire();
                 return 128 + Signal::KILL.number().unsigned_abs();
+            }
+            Step::Hog(n) => {
+                let limit = limit.load(Ordering::Relaxed);
+                if limit > 0 && written.load(Ordering::Relaxed).saturating_add(n) > limit {
+                    oom.fire();
+                    return 128 + Signal::KILL.number().unsigned_abs();
+                }
             }
             Step::Exit(code) => return code,
         }
@@ -359,7 +376,7 @@ impl FakeRuntime {
         let pid = reused.unwrap_or_else(|| self.next_pid.fetch_add(1, Ordering::Relaxed));
         let (sig_tx, mut sig_rx) = mpsc::unbounded_channel::<Signal>();
         let (exit_tx, exit_rx) = oneshot::channel::<u32>();
-        let (oom, written, mut init_done) = {
+        let (oom, written, limit, mut init_done) = {
             let mut st = lock(&self.state);
             let c = st
                 .containers
@@ -367,9 +384,10 @@ impl FakeRuntime {
                 .ok_or_else(|| fail("exec", format!("container {container:?} does not exist")))?;
             let oom = c.oom.clone();
             let written = Arc::clone(&c.written);
+            let limit = Arc::clone(&c.limit);
             let done = c.init_done.subscribe();
             st.procs.insert(pid, FakeProc { container: container.to_string(), init, signals: sig_tx });
-            (oom, written, done)
+            (oom, written, limit, done)
         };
         let state = Arc::clone(&self.state);
         let container = container.to_string();
@@ -382,7 +400,7 @@ impl FakeRuntime {
                         return None;
                     }
                 }
-                Some(run_steps(steps, &mut io, &oom, &written).await)
+                Some(run_steps(steps, &mut io, &oom, (&written, &limit)).await)
             });
             let status = loop {
                 tokio::select! {
@@ -429,6 +447,12 @@ fn args_of(process: &serde_json::Value) -> Vec<String> {
 #[async_trait]
 impl Runtime for FakeRuntime {
     async fn create(&self, spec: &CreateSpec, stdio: ProcessStdio) -> Result<Launched> {
+        if !spec.checkpoint.is_empty() {
+            return Err(ShimError::Unimplemented(format!(
+                "the fake runtime cannot restore from a checkpoint ({})",
+                spec.checkpoint
+            )));
+        }
         let path = std::path::Path::new(&spec.bundle).join("config.json");
         let text = std::fs::read(&path).map_err(|e| fail("create", format!("cannot read {}: {e}", path.display())))?;
         let config: serde_json::Value =
@@ -456,6 +480,7 @@ impl Runtime for FakeRuntime {
                     init_done,
                     paused: false,
                     written: Arc::new(AtomicU64::new(0)),
+                    limit: Arc::new(AtomicU64::new(0)),
                 },
             );
         }
@@ -537,24 +562,48 @@ impl Runtime for FakeRuntime {
         Ok(pids)
     }
 
-    async fn update(&self, id: &str, _resources: &serde_json::Value) -> Result<()> {
-        if lock(&self.state).containers.contains_key(id) {
-            Ok(())
-        } else {
-            Err(fail("update", format!("container {id:?} does not exist")))
+    /// Takes `memory.limit` as the limit `hog:N` steps run into; like runc
+    /// on cgroup v1, refuses a limit below the current usage.
+    async fn update(&self, id: &str, resources: &serde_json::Value) -> Result<()> {
+        let st = lock(&self.state);
+        let c = st.containers.get(id).ok_or_else(|| fail("update", format!("container {id:?} does not exist")))?;
+        let Some(limit) = resources.pointer("/memory/limit").and_then(serde_json::Value::as_i64) else {
+            return Ok(());
+        };
+        let usage = c.written.load(Ordering::Relaxed);
+        match u64::try_from(limit) {
+            Ok(limit) if limit > 0 && limit < usage => Err(ShimError::FailedPrecondition(format!(
+                "memory limit {limit} is below the container's usage of {usage} bytes"
+            ))),
+            Ok(limit) => {
+                c.limit.store(limit, Ordering::Relaxed);
+                Ok(())
+            }
+            // -1: unlimited.
+            Err(_) => {
+                c.limit.store(0, Ordering::Relaxed);
+                Ok(())
+            }
         }
     }
 
-    /// Scripted stats: the number of the container's live processes, and as
-    /// memory usage the bytes its programs wrote (`bytes:N` and the rest).
+    /// Scripted stats: the number of the container's live processes, as
+    /// memory usage the bytes its programs wrote (`bytes:N` and the rest),
+    /// the limit `update` set; reported as cgroup v1, whose rules `update`
+    /// follows.
     async fn stats(&self, id: &str, _pid: u32) -> Result<shim_proto::v1::StatsResponse> {
         let st = lock(&self.state);
         let c = st.containers.get(id).ok_or_else(|| fail("stats", format!("container {id:?} does not exist")))?;
         let current = st.procs.values().filter(|p| p.container == id).count() as u64;
         let written = c.written.load(Ordering::Relaxed);
         Ok(shim_proto::v1::StatsResponse {
-            cgroup_version: 2,
-            memory: Some(shim_proto::v1::MemoryStats { usage: written, max_usage: written, ..Default::default() }),
+            cgroup_version: 1,
+            memory: Some(shim_proto::v1::MemoryStats {
+                usage: written,
+                max_usage: written,
+                limit: c.limit.load(Ordering::Relaxed),
+                ..Default::default()
+            }),
             cpu: Some(Default::default()),
             pids: Some(shim_proto::v1::PidsStats { current, limit: 0 }),
             blkio: Some(Default::default()),

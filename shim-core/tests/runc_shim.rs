@@ -466,11 +466,23 @@ async fn checkpoint_is_refused_with_criu_checks_reason_where_criu_cannot_work() 
     }
     assert_eq!(code(fx.shim.checkpoint(CheckpointRequest::default()).await), Code::InvalidArgument);
     ok(within(fx.shim.delete(DeleteRequest { pid: init })).await);
-    // Create from a checkpoint: refused the same way here.
+    // Create from a checkpoint: `runc restore --detach`; refused the same
+    // way here.
     let bundle = fx.bundle(BundleBuilder::new().args(["sleep", "1000"]));
     let req = CreateRequest { id: unique_id("restore"), bundle, checkpoint: s(&image).into(), ..Default::default() };
-    let err = within(fx.shim.create(req)).await.err().unwrap_or_else(|| panic!("restore is not implemented"));
-    let expected = if criu_works { Code::Unimplemented } else { Code::FailedPrecondition };
-    assert_eq!(err.code(), expected, "{err}");
+    let result = within(fx.shim.create(req)).await;
+    if criu_works {
+        // Restored processes run at once; Start records it and publishes.
+        let pid = ok(result).pid;
+        ok(within(fx.shim.start(StartRequest {})).await);
+        let st = ok(fx.shim.state(StateRequest {}).await);
+        assert_eq!(st.processes, vec![Process::new(pid, State::Running)]);
+        ok(within(fx.shim.kill(KillRequest { pid, signal: 9, all: false })).await);
+        assert_eq!(ok(within(fx.shim.delete(DeleteRequest { pid })).await).exit_status, 137);
+    } else {
+        let err = result.err().unwrap_or_else(|| panic!("a restore succeeded where criu check fails"));
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("criu"), "{err}");
+    }
     assert_eq!(ok(fx.shim.state(StateRequest {}).await), StateResponse::default());
 }

@@ -149,6 +149,9 @@ pub struct RuncRuntime {
     counter: AtomicU64,
     /// The binary of each container (a Create may name its own).
     binaries: Mutex<HashMap<String, RuncCli>>,
+    /// Containers restored from a checkpoint and not started yet: their
+    /// processes already run, so Start has no runc work to do.
+    restored: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for RuncRuntime {
@@ -172,7 +175,14 @@ impl RuncRuntime {
         let dir = nix::unistd::mkdtemp(&template).map_err(|e| {
             ShimError::io(format!("cannot create a private directory in {}", config.work_dir.display()), e)
         })?;
-        Ok(Self { config, dir, reaper, counter: AtomicU64::new(0), binaries: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            config,
+            dir,
+            reaper,
+            counter: AtomicU64::new(0),
+            binaries: Mutex::new(HashMap::new()),
+            restored: Mutex::new(Default::default()),
+        })
     }
 
     /// The configuration.
@@ -383,22 +393,21 @@ impl Runtime for RuncRuntime {
         if self.exists(&cli, &spec.id).await {
             return Err(ShimError::ExistsInRuntime { id: spec.id.clone(), runtime: cli.command_prefix() });
         }
-        if !spec.checkpoint.is_empty() {
+        let restore = !spec.checkpoint.is_empty();
+        if restore {
             // Say first whether CRIU can work here at all: its own reason is
             // more use than runc's.
             self.criu_check().await?;
-            return Err(ShimError::Unimplemented(
-                "restoring a container from a checkpoint is not implemented yet".into(),
-            ));
         }
         let (_files, [pid_file, log, sock]) = self.files("init", ["pid", "log", "sock"]);
-        let mut args: Vec<OsString> = vec![
-            "create".into(),
-            "--bundle".into(),
-            spec.bundle.clone().into(),
-            "--pid-file".into(),
-            pid_file.clone().into(),
-        ];
+        let mut args: Vec<OsString> = if restore {
+            // The restored processes run as soon as runc returns: there is
+            // no "created" stage to hold them in, so Start only records it.
+            vec!["restore".into(), "--detach".into(), "--image-path".into(), spec.checkpoint.clone().into()]
+        } else {
+            vec!["create".into()]
+        };
+        args.extend(["--bundle".into(), spec.bundle.clone().into(), "--pid-file".into(), pid_file.clone().into()]);
         if spec.no_pivot {
             args.push("--no-pivot".into());
         }
@@ -413,10 +422,17 @@ impl Runtime for RuncRuntime {
                 }
             })?;
         self.binaries.lock().unwrap_or_else(|e| e.into_inner()).insert(spec.id.clone(), cli);
+        if restore {
+            self.restored.lock().unwrap_or_else(|e| e.into_inner()).insert(spec.id.clone());
+        }
         Ok(launched(pid, monitor, console, OomWatcher::for_pid(pid)))
     }
 
     async fn start(&self, id: &str) -> Result<()> {
+        if self.restored.lock().unwrap_or_else(|e| e.into_inner()).remove(id) {
+            // Restored from a checkpoint: already running (see `create`).
+            return Ok(());
+        }
         self.control(id, vec!["start".into(), id.into()]).await
     }
 
@@ -449,6 +465,7 @@ impl Runtime for RuncRuntime {
             self.control(id, vec!["delete".into(), "--force".into(), id.into()]).await?;
         }
         self.binaries.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.restored.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         Ok(())
     }
 
@@ -475,7 +492,14 @@ impl Runtime for RuncRuntime {
         let bytes = serde_json::to_vec(resources).map_err(|e| ShimError::Internal(format!("resources: {e}")))?;
         write_private(&spec_file, &bytes)?;
         let args: Vec<OsString> = vec!["update".into(), "--resources".into(), spec_file.clone().into(), id.into()];
-        self.cli(id).run(&args, &log, RuncStdio::default()).await
+        self.cli(id).run(&args, &log, RuncStdio::default()).await.map_err(|e| match e {
+            // cgroup v1 refuses a memory limit it cannot reclaim down to; the
+            // container is unchanged and keeps running (v2 would OOM-kill).
+            ShimError::Runtime { ref message, .. } if message.contains("unable to set memory limit") => {
+                ShimError::FailedPrecondition(format!("the memory limit was refused and not applied: {message}"))
+            }
+            e => e,
+        })
     }
 
     async fn checkpoint(&self, id: &str, image_path: &str, exit: bool) -> Result<()> {
@@ -498,5 +522,6 @@ impl Runtime for RuncRuntime {
         let args = vec!["delete".into(), "--force".into(), spec.id.clone().into()];
         let _ = self.cli_for(&spec.runtime).run(&args, &log, RuncStdio::default()).await;
         self.binaries.lock().unwrap_or_else(|e| e.into_inner()).remove(&spec.id);
+        self.restored.lock().unwrap_or_else(|e| e.into_inner()).remove(&spec.id);
     }
 }

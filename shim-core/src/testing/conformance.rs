@@ -51,6 +51,11 @@ pub enum Program {
     /// Takes about this many bytes of the container's memory and exits 0
     /// (busybox: a file in the container's tmpfs /tmp; fake: `bytes:N`).
     Allocate(usize),
+    /// Takes this many bytes of its own (anonymous) memory for a moment and
+    /// exits 0, releasing them (busybox: `tail` buffering one line of that
+    /// length; fake: `hog:N`): past the container's limit, it is the
+    /// process the OOM killer picks.
+    Hog(usize),
 }
 
 /// Which kind of runtime runs the programs.
@@ -87,6 +92,10 @@ impl Programs {
                 vec!["sh".into(), "-c".into(), format!("head -c {n} /dev/zero > /tmp/fill")]
             }
             (Programs::Fake, Program::Allocate(n)) => vec![format!("bytes:{n}")],
+            (Programs::Busybox, Program::Hog(n)) => {
+                vec!["sh".into(), "-c".into(), format!("head -c {n} /dev/zero | tail")]
+            }
+            (Programs::Fake, Program::Hog(n)) => vec![format!("hog:{n}")],
             // An unknown step fails in the fake as a missing binary does in runc.
             (_, Program::Missing) => vec!["/no/such/binary".into()],
             (Programs::Fake, Program::Cat) => vec!["cat".into()],
@@ -624,6 +633,56 @@ pub async fn stats_follow_usage(h: &dyn Harness) {
     assert_eq!(code(sc.shim.stats(StatsRequest {}).await), Code::FailedPrecondition);
 }
 
+/// Update lowers the memory limit: below the container's usage, cgroup v1
+/// (and the fake) refuse it with FailedPrecondition and leave the container
+/// running, while on cgroup v2 the kernel OOM-kills; above the usage it
+/// applies, and a process that then takes more than the limit allows is
+/// OOM-killed: exit 137 and an OOM event, the init still running.
+pub async fn update_memory_oom(h: &dyn Harness) {
+    let Some(sc) = Scenario::new(h, "oom").await else { return };
+    let init = sc.running().await;
+    const MIB: u64 = 1 << 20;
+    let filler = sc.exec(&Program::Allocate(16 * MIB as usize), "", "").await;
+    assert_eq!(sc.wait(filler).await, 0);
+    let stats = ok(within(sc.shim.stats(StatsRequest {})).await);
+    let usage = stats.memory.as_ref().map(|m| m.usage).unwrap_or(0);
+    assert!(usage >= 8 * MIB, "usage {usage} after the filler");
+    let mut events = sc.events().await;
+    let limit = |bytes: u64| UpdateRequest { resources: format!(r#"{{"memory":{{"limit":{bytes}}}}}"#).into_bytes() };
+    let below = sc.shim.update(limit(usage / 2)).await;
+    if stats.cgroup_version == 1 {
+        let err = below.err().unwrap_or_else(|| panic!("a limit of {} below usage {usage} was applied", usage / 2));
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+        let st = ok(sc.shim.state(StateRequest {}).await);
+        assert_eq!(st.processes.first(), Some(&Process::new(init, State::Running)));
+        // Raise it again past usage, with room for the shell and the hog's
+        // first pages, but not for the whole hog.
+        ok(within(sc.shim.update(limit(usage + 24 * MIB))).await);
+        let limited = ok(within(sc.shim.stats(StatsRequest {})).await);
+        assert_eq!(limited.memory.map(|m| m.limit), Some(usage + 24 * MIB));
+        let hog = sc.exec(&Program::Hog(64 * MIB as usize), "", "").await;
+        assert_eq!(sc.wait(hog).await, 137);
+        // The OOM notice and the exit come from different sources (the
+        // cgroup, the reaper): either may be published first.
+        collect_events(&mut events, STEP_TIMEOUT, |e| e.r#type == EventType::Oom as i32)
+            .await
+            .unwrap_or_else(|e| panic!("no OOM event: {e}"));
+        assert_eq!(sc.delete(hog).await, 137);
+        let st = ok(sc.shim.state(StateRequest {}).await);
+        assert_eq!(st.processes.first(), Some(&Process::new(init, State::Running)));
+    } else {
+        // cgroup v2 (not on the machines the suite ran on so far): the kernel
+        // takes the limit and OOM-kills what it cannot reclaim.
+        ok(below);
+        let seen = collect_events(&mut events, STEP_TIMEOUT, |e| e.r#type == EventType::Oom as i32)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!seen.is_empty());
+    }
+    assert_eq!(sc.delete(filler).await, 0);
+    assert_eq!(sc.delete(init).await, 137);
+}
+
 /// Every output FIFO a request names gets its end-of-file: from an init and
 /// an exec that write nothing, and from an exec that never started (before
 /// its error returns), so a client that reads to EOF never hangs.
@@ -697,7 +756,7 @@ pub async fn pid_reuse(h: &dyn Harness) {
 macro_rules! conformance_tests {
     ($harness:expr) => {
         $crate::conformance_tests!(@each $harness;
-            lifecycle, exec_and_state, pty_resize, events_order, kill_and_wait, close_stdin, big_output, bad_input,
+            lifecycle, exec_and_state, pty_resize, events_order, kill_and_wait, close_stdin, big_output, bad_input, update_memory_oom,
             resume_events, pid_reuse, silent_output_ends, pause_resume_pids_update, stats_follow_usage);
     };
     (@each $harness:expr; $($name:ident),*) => {
