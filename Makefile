@@ -18,6 +18,7 @@ deps:
 	command -v runc >/dev/null 2>&1 || missing="$$missing runc"; \
 	dpkg-query -W -f='$${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || missing="$$missing busybox-static"; \
 	command -v criu >/dev/null 2>&1 || missing="$$missing criu"; \
+	command -v containerd >/dev/null 2>&1 || missing="$$missing containerd"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then \
 			echo "make deps: need root to install$$missing (run: sudo apt-get install$$missing)" >&2; exit 1; \

@@ -1,0 +1,299 @@
+//! `containerd-shim-rshim-v1`: the shim core as containerd's runtime
+//! `io.containerd.rshim.v1` (task API v2 over ttrpc).
+//!
+//! containerd runs it three ways, with Go-style flags before the action:
+//!
+//! - `-namespace NS -address SOCK -publish-binary BIN -id ID start`, in the
+//!   bundle: binds the shim's socket, starts the long-running server with
+//!   that socket as an inherited fd (own session, stdio on /dev/null),
+//!   writes the bundle's `address` file and prints the address, then exits;
+//! - the server (the `serve` action, which only `start` uses): the task
+//!   service for the container, logging to the bundle's `log` FIFO, until
+//!   Shutdown or SIGTERM;
+//! - `-namespace NS -address SOCK -id ID -bundle DIR delete`: cleans up after
+//!   a shim that is gone (force-deletes the runc container, unmounts the
+//!   rootfs) and prints a `DeleteResponse`.
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use prost::Message;
+use shim_core::{Reaper, RuncConfig, RuncShim};
+use shim_transport_ttrpc::events::{Forwarder, DEFAULT_CAPACITY};
+use shim_transport_ttrpc::proto::containerd::task::v2::DeleteResponse;
+use shim_transport_ttrpc::server::Server;
+use shim_transport_ttrpc::task::TaskService;
+
+/// The fd the listening socket is handed down on.
+const LISTEN_FD: i32 = 3;
+/// Where our sockets go; containerd's own shims use `/run/containerd/s`.
+const SOCKET_DIR: &str = "/run/containerd/s";
+/// runc's state root for a namespace, as containerd's runc shim sets it (so
+/// `ctr` and tools that look there see the same containers).
+const RUNC_ROOT: &str = "/run/containerd/runc";
+
+#[derive(Debug, Default)]
+struct Args {
+    namespace: String,
+    address: String,
+    id: String,
+    bundle: Option<PathBuf>,
+    debug: bool,
+    action: String,
+}
+
+fn parse(argv: impl Iterator<Item = OsString>) -> Result<Args, String> {
+    let mut a = Args::default();
+    let mut it = argv.map(|s| s.to_string_lossy().into_owned());
+    while let Some(arg) = it.next() {
+        // Go's flag package: `-name value`, `--name value` or `-name=value`.
+        let name = arg.trim_start_matches('-');
+        if name.len() == arg.len() {
+            a.action = arg;
+            continue;
+        }
+        let (name, inline) = match name.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (name.to_string(), None),
+        };
+        if name == "debug" {
+            a.debug = inline.is_none_or(|v| v != "false");
+            continue;
+        }
+        if name == "v" || name == "version" {
+            a.action = "version".into();
+            continue;
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => it.next().ok_or_else(|| format!("flag -{name} needs a value"))?,
+        };
+        match name.as_str() {
+            "namespace" => a.namespace = value,
+            "address" => a.address = value,
+            "id" => a.id = value,
+            "bundle" => a.bundle = Some(PathBuf::from(value)),
+            // Known to containerd's shims; not needed by this one.
+            "publish-binary" | "socket" => {}
+            other => return Err(format!("unknown flag -{other}")),
+        }
+    }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    let args = match parse(std::env::args_os().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("containerd-shim-rshim-v1: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match args.action.as_str() {
+        "start" => start(&args),
+        "serve" => serve(&args),
+        "delete" => delete(&args),
+        "version" => {
+            println!("containerd-shim-rshim-v1 {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        other => Err(format!("unknown action {other:?}: expected start or delete")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("containerd-shim-rshim-v1: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A short, stable socket path for (containerd address, namespace, id):
+/// unix socket paths are limited to 108 bytes.
+fn socket_path(args: &Args) -> PathBuf {
+    // FNV-1a: stable across runs and builds, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in args.address.bytes().chain([0]).chain(args.namespace.bytes()).chain([0]).chain(args.id.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    Path::new(SOCKET_DIR).join(format!("rshim-{h:016x}.sock"))
+}
+
+fn start(args: &Args) -> Result<(), String> {
+    if args.id.is_empty() || args.namespace.is_empty() {
+        return Err("start needs -namespace and -id".into());
+    }
+    let bundle = std::env::current_dir().map_err(|e| format!("cannot read the working directory (the bundle): {e}"))?;
+    // CRI passes runtime options on stdin; nothing in them is needed here,
+    // but they are read so a writer never blocks on a full pipe.
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+
+    let path = socket_path(args);
+    std::fs::create_dir_all(SOCKET_DIR).map_err(|e| format!("cannot create {SOCKET_DIR}: {e}"))?;
+    let listener = bind(&path)?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["-namespace", &args.namespace, "-address", &args.address, "-id", &args.id]);
+    if args.debug {
+        cmd.arg("-debug");
+    }
+    cmd.arg("serve")
+        .current_dir(&bundle)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let fd = listener.as_raw_fd();
+    // SAFETY: between fork and exec only async-signal-safe calls (setsid,
+    // dup2, fcntl) run, on fds this process owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if fd == LISTEN_FD {
+                // dup2 onto itself keeps CLOEXEC: clear it by hand.
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, LISTEN_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| format!("cannot start the shim server: {e}"))?;
+    drop(listener);
+    let address = format!("unix://{}", path.display());
+    // Written atomically: containerd reads it to reconnect after a restart.
+    let tmp = bundle.join(".address.tmp");
+    std::fs::write(&tmp, &address)
+        .and_then(|()| std::fs::rename(&tmp, bundle.join("address")))
+        .map_err(|e| format!("cannot write the address file in {}: {e}", bundle.display()))?;
+    // The server is a daemon now; its exit is reaped by whoever inherits it.
+    drop(child);
+    print!("{address}");
+    Ok(())
+}
+
+fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, String> {
+    use std::os::unix::fs::PermissionsExt;
+    // A socket left by a shim that died is ours to replace: the path is
+    // derived from this container's id.
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(format!("a shim is already serving {}", path.display()));
+    }
+    let _ = std::fs::remove_file(path);
+    // Created 0600 with no window: the umask applies at bind().
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let l = bound.map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    Ok(l)
+}
+
+/// Sends stderr (and so the log) to the bundle's `log` FIFO, whose read end
+/// containerd holds and copies into its own log.
+fn log_to_fifo(bundle: &Path, debug: bool) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(bundle.join("log"));
+    if let Ok(f) = opened {
+        // SAFETY: dup2 onto stderr of fds this process owns.
+        unsafe { libc::dup2(f.as_raw_fd(), 2) };
+    }
+    let level = if debug {
+        tracing_subscriber::filter::LevelFilter::DEBUG
+    } else {
+        tracing_subscriber::filter::LevelFilter::INFO
+    };
+    shim_examples::logs::init(level, shim_examples::logs::LogFormat::Text);
+}
+
+fn serve(args: &Args) -> Result<(), String> {
+    let bundle = std::env::current_dir().map_err(|e| format!("cannot read the working directory: {e}"))?;
+    log_to_fifo(&bundle, args.debug);
+    // SAFETY: fd 3 was handed down by `start` and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FD) };
+    let listener = std::os::unix::net::UnixListener::from(fd);
+    listener.set_nonblocking(true).map_err(|e| format!("listener: {e}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let work = bundle.join(".rshim");
+    let result = rt.block_on(async move {
+        let listener = tokio::net::UnixListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
+        let reaper = Reaper::start().map_err(|e| e.to_string())?;
+        let config = RuncConfig::new(work).runtime_root(Path::new(RUNC_ROOT).join(&args.namespace));
+        let shim = Arc::new(RuncShim::new(config, reaper).map_err(|e| e.to_string())?);
+        let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_else(|_| format!("{}.ttrpc", args.address));
+        let events = Forwarder::start(&ttrpc_address, &args.namespace, DEFAULT_CAPACITY);
+        let task = TaskService::new(shim, Arc::clone(&events) as _).await.map_err(|e| e.to_string())?;
+        let stop = Arc::clone(&task);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = stop.shutdown_requested() => {}
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            }
+        };
+        let uid = nix::unistd::Uid::effective().as_raw();
+        Server::new(task).peer_uid(uid).serve(listener, shutdown).await.map_err(|e| format!("serving: {e}"))?;
+        // What containerd has not taken yet (the delete event) gets a moment.
+        if !events.drain(std::time::Duration::from_secs(2)).await {
+            tracing::warn!(pending = events.pending(), "exiting with events containerd did not take");
+        }
+        Ok::<(), String>(())
+    });
+    if let Ok(path) = std::fs::read_to_string(bundle.join("address")) {
+        let _ = std::fs::remove_file(path.trim().trim_start_matches("unix://"));
+    }
+    result
+}
+
+fn delete(args: &Args) -> Result<(), String> {
+    let bundle = match &args.bundle {
+        Some(b) => b.clone(),
+        None => std::env::current_dir().map_err(|e| format!("cannot read the working directory: {e}"))?,
+    };
+    let root = Path::new(RUNC_ROOT).join(&args.namespace);
+    // Bounded: containerd gives delete about 5 s.
+    let mut child = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(&root)
+        .args(["delete", "--force", &args.id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run runc: {e}"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    shim_transport_ttrpc::rootfs::unmount(&bundle);
+    if let Ok(path) = std::fs::read_to_string(bundle.join("address")) {
+        let _ = std::fs::remove_file(path.trim().trim_start_matches("unix://"));
+    }
+    let _ = std::fs::remove_dir_all(bundle.join(".rshim"));
+    let resp = DeleteResponse {
+        pid: 0,
+        exit_status: 128 + 9,
+        exited_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+    };
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    out.write_all(&resp.encode_to_vec()).and_then(|()| out.flush()).map_err(|e| format!("stdout: {e}"))?;
+    Ok(())
+}
