@@ -123,8 +123,10 @@ impl Client {
         };
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
+        // Removes the entry however this call ends (answered, failed, or
+        // dropped at the caller's timeout).
+        let _entry = Entry { pending: &self.pending, id };
         if self.is_closed() {
-            lock(&self.pending).remove(&id);
             return Err(TtrpcError::Closed(self.address.clone()));
         }
         let written = {
@@ -132,9 +134,19 @@ impl Client {
             write_frame(&mut *w, id, TYPE_REQUEST, &request.encode_to_vec()).await
         };
         if let Err(source) = written {
-            lock(&self.pending).remove(&id);
             return Err(TtrpcError::Io { address: self.address.clone(), source });
         }
         rx.await.map_err(|_| TtrpcError::Closed(self.address.clone()))
+    }
+}
+
+struct Entry<'a> {
+    pending: &'a Pending,
+    id: u32,
+}
+
+impl Drop for Entry<'_> {
+    fn drop(&mut self) {
+        lock(self.pending).remove(&self.id);
     }
 }

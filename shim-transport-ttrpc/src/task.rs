@@ -568,7 +568,15 @@ impl TaskService {
             "ResizePty" => {
                 let r: api::ResizePtyRequest = decode(p)?;
                 let pid = self.pid_of(&r.id, &r.exec_id).await?;
-                self.shim.pty(core::PtyRequest { pid, width: r.width, height: r.height }).await.map_err(core_err)?;
+                match self.shim.pty(core::PtyRequest { pid, width: r.width, height: r.height }).await {
+                    // A process that already exited has no terminal to
+                    // resize; containerd's runc shim answers success, and
+                    // `ctr run -t` of a short command races with it.
+                    Err(e) if e.code() == shim_core::Code::FailedPrecondition => {
+                        tracing::debug!(pid, error = %e, "resize of a process that exited");
+                    }
+                    r => r.map_err(core_err)?,
+                }
                 empty()
             }
             "CloseIO" => {

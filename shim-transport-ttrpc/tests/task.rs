@@ -1,0 +1,184 @@
+//! The task v2 service over the fake shim, called through ttrpc as
+//! containerd calls it: containerd's semantics (Wait before Start blocks,
+//! exec ids, its error codes, `exited_at` unset until exit, stdio echoed)
+//! and the events in containerd's order.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message;
+use prost_types::Any;
+use shim_core::testing::BundleBuilder;
+use shim_core::FakeShim;
+use shim_transport_ttrpc::proto::containerd::task::v2 as api;
+use shim_transport_ttrpc::proto::containerd::v1::types::Status as TaskStatus;
+use shim_transport_ttrpc::task::{EventSink, TaskService, SERVICE};
+use shim_transport_ttrpc::{Client, Code, Server};
+use tokio::net::UnixListener;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(String, Any)>>);
+
+impl EventSink for Recorder {
+    fn publish(&self, topic: &'static str, event: Any) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push((topic.to_string(), event));
+    }
+}
+
+impl Recorder {
+    fn topics(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(t, _)| t.clone()).collect()
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    client: Arc<Client>,
+    events: Arc<Recorder>,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("task.sock");
+    let listener = UnixListener::bind(&path).unwrap_or_else(|e| panic!("{e}"));
+    let events = Arc::new(Recorder::default());
+    let task =
+        TaskService::new(Arc::new(FakeShim::new()), Arc::clone(&events) as _).await.unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move { Server::new(task).serve(listener, std::future::pending()).await });
+    let client = Arc::new(within(Client::connect(&path)).await.unwrap_or_else(|e| panic!("{e}")));
+    Setup { dir, client, events }
+}
+
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(LIMIT, f).await.unwrap_or_else(|_| panic!("no answer within {LIMIT:?}"))
+}
+
+async fn call<Req: Message, Resp: Message + Default>(c: &Client, method: &str, req: Req) -> Result<Resp, i32> {
+    within(c.call(SERVICE, method, &req, None, &[])).await.map_err(|e| e.code().unwrap_or(-1))
+}
+
+fn exec_spec(args: &[&str]) -> Option<Any> {
+    let json = serde_json::json!({ "args": args, "cwd": "/", "user": { "uid": 0, "gid": 0 } });
+    Some(Any {
+        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+        value: json.to_string().into_bytes(),
+    })
+}
+
+#[tokio::test]
+async fn a_session_as_ctr_drives_it() {
+    let s = setup().await;
+    let c = &s.client;
+    let bundle = s.dir.path().join("bundle");
+    BundleBuilder::new().args(["sleep"]).build_config_only(&bundle).unwrap_or_else(|e| panic!("{e}"));
+    let create = api::CreateTaskRequest {
+        id: "c1".into(),
+        bundle: bundle.display().to_string(),
+        stdout: "/dev/null".into(),
+        ..Default::default()
+    };
+    let pid =
+        call::<_, api::CreateTaskResponse>(c, "Create", create.clone()).await.unwrap_or_else(|e| panic!("{e}")).pid;
+    assert!(pid > 0);
+    assert_eq!(call::<_, api::CreateTaskResponse>(c, "Create", create).await.err(), Some(Code::AlreadyExists as i32));
+
+    // Created: no exit time, stdio echoed.
+    let st: api::StateResponse = call(c, "State", api::StateRequest { id: "c1".into(), ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (st.status, st.pid, st.stdout.as_str(), st.exited_at),
+        (TaskStatus::Created as i32, pid, "/dev/null", None)
+    );
+    let unknown: Result<api::StateResponse, _> =
+        call(c, "State", api::StateRequest { id: "nope".into(), ..Default::default() }).await;
+    assert_eq!(unknown.err(), Some(Code::NotFound as i32));
+
+    // Wait before Start: blocks until the init exits.
+    let init_wait = {
+        let c = Arc::clone(c);
+        tokio::spawn(async move {
+            call::<_, api::WaitResponse>(&c, "Wait", api::WaitRequest { id: "c1".into(), ..Default::default() }).await
+        })
+    };
+    let started: api::StartResponse = call(c, "Start", api::StartRequest { id: "c1".into(), ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(started.pid, pid);
+
+    // An exec: registered by Exec, run by Start; its Wait may come first.
+    let exec = api::ExecProcessRequest {
+        id: "c1".into(),
+        exec_id: "e1".into(),
+        spec: exec_spec(&["out:hi", "exit:5"]),
+        ..Default::default()
+    };
+    call::<_, ()>(c, "Exec", exec.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(call::<_, ()>(c, "Exec", exec).await.err(), Some(Code::AlreadyExists as i32));
+    let bad = api::ExecProcessRequest { id: "c1".into(), exec_id: "e2".into(), spec: None, ..Default::default() };
+    assert_eq!(call::<_, ()>(c, "Exec", bad).await.err(), Some(Code::InvalidArgument as i32));
+    let exec_wait = {
+        let c = Arc::clone(c);
+        let req = api::WaitRequest { id: "c1".into(), exec_id: "e1".into() };
+        tokio::spawn(async move { call::<_, api::WaitResponse>(&c, "Wait", req).await })
+    };
+    let st: api::StateResponse = call(c, "State", api::StateRequest { id: "c1".into(), exec_id: "e1".into() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((st.status, st.exec_id.as_str()), (TaskStatus::Created as i32, "e1"));
+    assert!(!exec_wait.is_finished());
+    let epid = call::<_, api::StartResponse>(c, "Start", api::StartRequest { id: "c1".into(), exec_id: "e1".into() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .pid;
+    let waited = within(exec_wait).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(waited.exit_status, 5);
+    assert!(waited.exited_at.is_some());
+    // Kill of a process that exited: NotFound, which CRI relies on.
+    let kill = api::KillRequest { id: "c1".into(), exec_id: "e1".into(), signal: 9, all: false };
+    assert_eq!(call::<_, ()>(c, "Kill", kill).await.err(), Some(Code::NotFound as i32));
+    let del: api::DeleteResponse = call(c, "Delete", api::DeleteRequest { id: "c1".into(), exec_id: "e1".into() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((del.pid, del.exit_status), (epid, 5));
+    assert!(!init_wait.is_finished());
+
+    // Kill the init; its Wait (from before Start) returns 137.
+    call::<_, ()>(c, "Kill", api::KillRequest { id: "c1".into(), signal: 9, ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let waited = within(init_wait).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(waited.exit_status, 137);
+    let st: api::StateResponse = call(c, "State", api::StateRequest { id: "c1".into(), ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((st.status, st.exit_status, st.exited_at), (TaskStatus::Stopped as i32, 137, waited.exited_at));
+    let del: api::DeleteResponse = call(c, "Delete", api::DeleteRequest { id: "c1".into(), ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((del.pid, del.exit_status), (pid, 137));
+
+    assert_eq!(
+        s.events.topics(),
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exec-added",
+            "/tasks/exec-started",
+            "/tasks/exit",
+            "/tasks/exit",
+            "/tasks/delete"
+        ]
+    );
+    // Bare type URLs: containerd drops events whose URL has a prefix.
+    let recorded = s.events.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(recorded.iter().all(|(_, a)| a.type_url.starts_with("containerd.events.")), "{recorded:?}");
+    let connect: api::ConnectResponse =
+        call(c, "Connect", api::ConnectRequest::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(connect.shim_pid, std::process::id());
+    let unknown: Result<(), i32> =
+        within(c.call("containerd.task.v2.Task", "Nope", &(), None, &[])).await.map_err(|e| e.code().unwrap_or(-1));
+    assert_eq!(unknown.err(), Some(Code::Unimplemented as i32));
+}
