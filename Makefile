@@ -9,7 +9,7 @@ HOST := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 # only the libc code it uses (about 0.7 MiB less resident memory per shim).
 STATIC_SHIM := $(CURDIR)/target/$(HOST)/release/shim
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := decode runtime_output validate authority
+FUZZ_TARGETS := decode runtime_output validate authority ttrpc
 
 .PHONY: deps demo test bench doc fuzz daemon
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use prost::Message;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 
 use crate::frame::{read_frame, write_frame, Frame, TYPE_REQUEST, TYPE_RESPONSE};
@@ -99,9 +100,14 @@ impl<S: Service> Server<S> {
     }
 }
 
-/// Serves one connection until the peer closes it or sends garbage.
-pub async fn serve_connection<S: Service>(stream: UnixStream, service: Arc<S>) {
-    let (mut rd, mut wr) = stream.into_split();
+/// Serves one connection (a unix socket, or any byte stream such as an
+/// in-memory pipe) until the peer closes it or the framing breaks.
+pub async fn serve_connection<T, S>(stream: T, service: Arc<S>)
+where
+    T: AsyncRead + AsyncWrite + Send + 'static,
+    S: Service,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::unbounded_channel::<(u32, Vec<u8>)>();
     let writer = tokio::spawn(async move {
         while let Some((id, payload)) = rx.recv().await {

@@ -634,8 +634,10 @@ fn checkpoint_exits(value: &[u8]) -> bool {
     CheckpointOptions::decode(value).map(|o| o.exit).unwrap_or(false)
 }
 
-/// The core's exec request from the OCI process JSON containerd sends.
-fn exec_request(spec: &[u8]) -> Result<core::ExecRequest, Status> {
+/// The core's exec request from the OCI process JSON containerd sends in
+/// `ExecProcessRequest.spec` (stdio and terminal come from the request).
+/// The core then keeps the exec within the container's own privileges.
+pub fn exec_request(spec: &[u8]) -> Result<core::ExecRequest, Status> {
     let bad = |why: String| status(Code::InvalidArgument, format!("exec spec: {why}"));
     let v: serde_json::Value = serde_json::from_slice(spec).map_err(|e| bad(format!("not JSON: {e}")))?;
     let strings = |key: &str| -> Vec<String> {

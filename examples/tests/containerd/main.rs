@@ -1,0 +1,378 @@
+//! Shims driven by a real containerd 1.6 through `ctr`, as a user would.
+//!
+//! Each session is a function taking the [`Runtime`] under test, so that the
+//! reference Go shim (`io.containerd.runc.v2`) and our own binary
+//! (`Runtime::binary("/abs/path")`) run the very same `ctr` commands and are
+//! held to the same outputs, exit statuses and event sequences: every
+//! session runs once through each (`reference_*` and `rshim_*`).
+//!
+//! The tests need root, runc, busybox, containerd, ctr and the reference
+//! shim: without them they skip with a message, or fail when
+//! `SHIM_REQUIRE_RUNC=1` (see [`harness::require_containerd`]).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
+
+mod harness;
+
+use std::path::Path;
+use std::time::Duration;
+
+use harness::{require_containerd, text, Containerd, Event, Runtime, WAIT};
+
+/// The `nth` (from 0) event of `topic` among `events`.
+fn nth_event<'a>(events: &'a [Event], topic: &str, nth: usize) -> &'a Event {
+    events
+        .iter()
+        .filter(|e| e.topic == topic)
+        .nth(nth)
+        .unwrap_or_else(|| panic!("no event {topic} #{nth} among {events:#?}"))
+}
+
+/// `ctr run --rm --rootfs DIR`: the container's stdout and stderr reach
+/// ctr's, its exit status becomes ctr's, and the events are exactly
+/// create, start, exit, delete between the container's create and delete.
+fn run_rm_passes_output_and_status(rt: &Runtime) {
+    let cd = Containerd::start();
+    let events = cd.events();
+    let rootfs = cd.rootfs("r1");
+    let rootfs = rootfs.to_str().expect("the rootfs path is UTF-8");
+    // `--rootfs` gives the process no PATH: commands are absolute.
+    let out = cd.run(rt, &["--rm", "--rootfs", rootfs, "r1", "/bin/sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "ctr run: stdout {:?} stderr {:?}\ncontainerd log:\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        cd.log_tail()
+    );
+    assert_eq!(text(&out.stdout), "out\n");
+    assert_eq!(text(&out.stderr), "err\n");
+
+    events.until(|e| e.topic == "/containers/delete" && e.container() == Some("r1"), WAIT);
+    assert_eq!(
+        events.topics_for("r1"),
+        ["/containers/create", "/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete", "/containers/delete"],
+        "all lines: {:#?}",
+        events.lines()
+    );
+    let of_r1 = events.for_container("r1");
+    let exit = of_r1.iter().find(|e| e.topic == "/tasks/exit").expect("an exit event");
+    assert_eq!(exit.payload["id"], "r1", "{exit:?}");
+    assert_eq!(exit.payload["exit_status"], 3, "{exit:?}");
+    let delete = of_r1.iter().find(|e| e.topic == "/tasks/delete").expect("a delete event");
+    assert_eq!(delete.payload["exit_status"], 3, "{delete:?}");
+    assert_eq!(delete.payload["pid"], exit.payload["pid"], "{delete:?} vs {exit:?}");
+
+    cd.assert_no_leftovers();
+}
+
+/// A hand-built OCI image, imported and unpacked into the overlayfs
+/// snapshotter: the shim mounts the rootfs it gets in `Create` and the
+/// container runs on it; nothing is left mounted afterwards.
+fn image_run(rt: &Runtime) {
+    let cd = Containerd::start();
+    let image = cd.import_image("busybox-test");
+
+    let out = cd.run(rt, &["--rm", image.as_str(), "i1", "echo", "hi"]);
+    cd.check_ok(&out, "ctr run --rm IMAGE i1 echo hi");
+    assert_eq!(text(&out.stdout), "hi\n");
+    assert_eq!(text(&out.stderr), "");
+
+    let out = cd.run(rt, &["--rm", image.as_str(), "i2", "cat", "/proc/mounts"]);
+    cd.check_ok(&out, "ctr run --rm IMAGE i2 cat /proc/mounts");
+    let mounts = text(&out.stdout);
+    let root = mounts.lines().next().unwrap_or_default();
+    assert!(root.starts_with("overlay / overlay "), "the container's root is not the overlay mount:\n{mounts}");
+
+    // Only the image's committed layer is left in the snapshotter.
+    let snapshots = text(&cd.ctr_ok(["snapshots", "ls"]).stdout);
+    let rows: Vec<&str> = snapshots.lines().skip(1).filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(rows.len(), 1, "snapshots left:\n{snapshots}");
+    assert!(rows[0].contains("Committed"), "snapshots left:\n{snapshots}");
+
+    cd.assert_no_leftovers();
+}
+
+/// A detached container through its whole life: `task ls`, `ps`, `exec`
+/// with its own exit status, `pause`/`resume`, `metrics`, `kill`,
+/// `task delete` reporting 137, `container delete`; the events of the
+/// container are exactly the expected topics in order.
+fn detached_session_and_events(rt: &Runtime) {
+    let cd = Containerd::start();
+    let image = cd.import_image("busybox-test");
+    let events = cd.events();
+    let id = "d1";
+
+    let out = cd.run(rt, &["-d", image.as_str(), id, "sleep", "1000"]);
+    cd.check_ok(&out, "ctr run -d IMAGE d1 sleep 1000");
+    assert_eq!(cd.task_status(id).as_deref(), Some("RUNNING"));
+    let pid = cd.task_pid(id).expect("`ctr task ls` shows the task's pid");
+    assert!(pid > 0);
+
+    let ps = text(&cd.ctr_ok(["task", "ps", id]).stdout);
+    let pid_text = pid.to_string();
+    assert!(
+        ps.lines().skip(1).any(|l| l.split_whitespace().next() == Some(pid_text.as_str())),
+        "`ctr task ps` does not list the init {pid}:\n{ps}"
+    );
+
+    let out = cd.exec(&["--exec-id", "x1", id, "/bin/sh", "-c", "echo e; exit 5"]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "ctr task exec: stdout {:?} stderr {:?}\ncontainerd log:\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        cd.log_tail()
+    );
+    assert_eq!(text(&out.stdout), "e\n");
+
+    // Pause and resume are synchronous: the state has changed when ctr returns.
+    cd.ctr_ok(["task", "pause", id]);
+    assert_eq!(cd.task_status(id).as_deref(), Some("PAUSED"));
+    cd.ctr_ok(["task", "resume", id]);
+    assert_eq!(cd.task_status(id).as_deref(), Some("RUNNING"));
+
+    let metrics = text(&cd.ctr_ok(["task", "metrics", id]).stdout);
+    assert!(metrics.contains("METRIC") && metrics.contains(id), "ctr task metrics:\n{metrics}");
+
+    cd.ctr_ok(["task", "kill", "-s", "SIGKILL", id]);
+    cd.wait_task_status(id, "STOPPED", WAIT);
+    // ctr reports the status on stderr and exits 0:
+    // level=warning msg="task d1 exit with non-zero exit code 137"
+    let deleted = cd.ctr_ok(["task", "delete", id]);
+    assert!(
+        text(&deleted.stderr).contains("exit code 137"),
+        "ctr task delete: stdout {:?} stderr {:?}",
+        text(&deleted.stdout),
+        text(&deleted.stderr)
+    );
+    cd.ctr_ok(["container", "delete", id]);
+
+    events.until(|e| e.topic == "/containers/delete" && e.container() == Some(id), WAIT);
+    assert_eq!(
+        events.topics_for(id),
+        [
+            "/snapshot/prepare",
+            "/containers/create",
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exec-added",
+            "/tasks/exec-started",
+            "/tasks/exit",
+            "/tasks/paused",
+            "/tasks/resumed",
+            "/tasks/exit",
+            "/tasks/delete",
+            "/snapshot/remove",
+            "/containers/delete",
+        ],
+        "all lines: {:#?}",
+        events.lines()
+    );
+    let of_d1 = events.for_container(id);
+    let create = nth_event(&of_d1, "/tasks/create", 0);
+    assert_eq!(create.payload["pid"], pid, "{create:?}");
+    assert_eq!(create.payload["rootfs"][0]["type"], "overlay", "{create:?}");
+    assert_eq!(nth_event(&of_d1, "/tasks/start", 0).payload["pid"], pid);
+    assert_eq!(nth_event(&of_d1, "/tasks/exec-added", 0).payload["exec_id"], "x1");
+    let exec_started = nth_event(&of_d1, "/tasks/exec-started", 0);
+    assert_eq!(exec_started.payload["exec_id"], "x1", "{exec_started:?}");
+    let exec_exit = nth_event(&of_d1, "/tasks/exit", 0);
+    assert_eq!(exec_exit.payload["id"], "x1", "{exec_exit:?}");
+    assert_eq!(exec_exit.payload["exit_status"], 5, "{exec_exit:?}");
+    assert_eq!(exec_exit.payload["pid"], exec_started.payload["pid"], "{exec_exit:?}");
+    let init_exit = nth_event(&of_d1, "/tasks/exit", 1);
+    assert_eq!(init_exit.payload["id"], id, "{init_exit:?}");
+    assert_eq!(init_exit.payload["pid"], pid, "{init_exit:?}");
+    assert_eq!(init_exit.payload["exit_status"], 137, "{init_exit:?}");
+    let delete = nth_event(&of_d1, "/tasks/delete", 0);
+    assert_eq!(delete.payload["pid"], pid, "{delete:?}");
+    assert_eq!(delete.payload["exit_status"], 137, "{delete:?}");
+
+    cd.assert_no_leftovers();
+}
+
+/// `ctr run -t` under a pseudo-terminal (`script`): the process gets a
+/// terminal of its own and its exit status passes through.
+fn tty_run(rt: &Runtime) {
+    let cd = Containerd::start();
+    let rootfs = cd.rootfs("t1");
+    let mut args = vec!["run".to_string()];
+    args.extend(cd.run_flags(rt));
+    args.extend(
+        ["-t", "--rm", "--rootfs", path_str(&rootfs).as_str(), "t1", "/bin/sh", "-c", "tty; exit 4"].map(String::from),
+    );
+    let cmd = cd.ctr_command(&args);
+    let line = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", line.as_str(), "/dev/null"]);
+    let out = harness::run_bounded(script, WAIT, "script ctr run -t").unwrap_or_else(|e| panic!("{e}"));
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "ctr run -t: {shown:?} {:?}\n{}", text(&out.stderr), cd.log_tail());
+    assert!(shown.contains("/dev/pts/"), "the process has no terminal: {shown:?}");
+    cd.assert_no_leftovers();
+}
+
+/// The shim is SIGKILLed while its container runs: containerd notices, runs
+/// the shim's `delete`, the container's processes are gone and nothing stays
+/// listed or left behind.
+fn shim_killed(rt: &Runtime) {
+    let cd = Containerd::start();
+    let rootfs = cd.rootfs("k1");
+    let out = cd.run(rt, &["-d", "--rootfs", path_str(&rootfs).as_str(), "k1", "/bin/sleep", "1000"]);
+    cd.check_ok(&out, "ctr run -d k1");
+    let pid = cd.task_pid("k1").expect("`ctr task ls` shows the task's pid");
+    let shims = cd.shim_pids("k1");
+    assert!(!shims.is_empty(), "no shim process found for k1");
+    for shim in shims {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::Signal::SIGKILL);
+    }
+    // containerd cleans up after a dead shim: the task goes away and the
+    // container's process with it.
+    let deadline = std::time::Instant::now() + WAIT;
+    while cd.task_status("k1").is_some_and(|s| s == "RUNNING") || Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after the shim's death: task {:?}, process {pid} alive: {}\n{}",
+            cd.task_status("k1"),
+            Path::new(&format!("/proc/{pid}")).exists(),
+            cd.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = cd.ctr(["task", "delete", "k1"]);
+    cd.ctr_ok(["container", "delete", "k1"]);
+    cd.assert_no_leftovers();
+}
+
+/// containerd restarts while a container runs: afterwards the task is still
+/// RUNNING (containerd reconnected to the shim through the bundle's
+/// `address`), exec works, and kill and delete work.
+fn containerd_restart(rt: &Runtime) {
+    let mut cd = Containerd::start();
+    let rootfs = cd.rootfs("s1");
+    let out = cd.run(rt, &["-d", "--rootfs", path_str(&rootfs).as_str(), "s1", "/bin/sleep", "1000"]);
+    cd.check_ok(&out, "ctr run -d s1");
+    cd.restart();
+    assert_eq!(cd.task_status("s1").as_deref(), Some("RUNNING"), "{}", cd.log_tail());
+    let out = cd.exec(&["--exec-id", "after", "s1", "/bin/sh", "-c", "echo again; exit 6"]);
+    assert_eq!(out.status.code(), Some(6), "exec after restart: {:?} {:?}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(text(&out.stdout), "again\n");
+    cd.ctr_ok(["task", "kill", "-s", "SIGKILL", "s1"]);
+    cd.wait_task_status("s1", "STOPPED", WAIT);
+    let deleted = cd.ctr_ok(["task", "delete", "s1"]);
+    assert!(text(&deleted.stderr).contains("exit code 137"), "{:?}", text(&deleted.stderr));
+    cd.ctr_ok(["container", "delete", "s1"]);
+    cd.assert_no_leftovers();
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_str().expect("test paths are UTF-8").to_string()
+}
+
+#[test]
+fn reference_run_rm_passes_output_and_status() {
+    if !require_containerd() {
+        return;
+    }
+    run_rm_passes_output_and_status(&Runtime::reference());
+}
+
+#[test]
+fn reference_image_run() {
+    if !require_containerd() {
+        return;
+    }
+    image_run(&Runtime::reference());
+}
+
+#[test]
+fn reference_detached_session_and_events() {
+    if !require_containerd() {
+        return;
+    }
+    detached_session_and_events(&Runtime::reference());
+}
+
+/// Our runtime, `containerd-shim-rshim-v1`, as cargo built it.
+fn rshim() -> Runtime {
+    Runtime::binary(env!("CARGO_BIN_EXE_containerd-shim-rshim-v1"))
+}
+
+#[test]
+fn rshim_run_rm_passes_output_and_status() {
+    if !require_containerd() {
+        return;
+    }
+    run_rm_passes_output_and_status(&rshim());
+}
+
+#[test]
+fn rshim_image_run() {
+    if !require_containerd() {
+        return;
+    }
+    image_run(&rshim());
+}
+
+#[test]
+fn rshim_detached_session_and_events() {
+    if !require_containerd() {
+        return;
+    }
+    detached_session_and_events(&rshim());
+}
+
+#[test]
+fn reference_tty_run() {
+    if !require_containerd() {
+        return;
+    }
+    tty_run(&Runtime::reference());
+}
+
+#[test]
+fn rshim_tty_run() {
+    if !require_containerd() {
+        return;
+    }
+    tty_run(&rshim());
+}
+
+#[test]
+fn reference_shim_killed() {
+    if !require_containerd() {
+        return;
+    }
+    shim_killed(&Runtime::reference());
+}
+
+#[test]
+fn rshim_shim_killed() {
+    if !require_containerd() {
+        return;
+    }
+    shim_killed(&rshim());
+}
+
+#[test]
+fn reference_containerd_restart() {
+    if !require_containerd() {
+        return;
+    }
+    containerd_restart(&Runtime::reference());
+}
+
+#[test]
+fn rshim_containerd_restart() {
+    if !require_containerd() {
+        return;
+    }
+    containerd_restart(&rshim());
+}
