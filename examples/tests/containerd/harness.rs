@@ -315,6 +315,24 @@ fn umount_detach(path: &str) -> bool {
     unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) == 0 }
 }
 
+/// Starts `containerd --config CONFIG`, its output appended to `log`.
+fn spawn_containerd(config: &Path, log: &Path) -> Child {
+    let log_out = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
+    let log_err = log_out.try_clone().unwrap_or_else(|e| panic!("cannot share {}: {e}", log.display()));
+    Command::new("containerd")
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log_out))
+        .stderr(Stdio::from(log_err))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start containerd: {e}"))
+}
+
 /// A private containerd and the namespace a test uses in it.
 pub struct Containerd {
     /// The namespace every `ctr` call of this harness uses (unique per
@@ -352,16 +370,7 @@ impl Containerd {
         fs::write(&config, config_toml(&dir, &address))
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));
         let log = dir.join("containerd.log");
-        let log_out = fs::File::create(&log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-        let log_err = log_out.try_clone().unwrap_or_else(|e| panic!("cannot share {}: {e}", log.display()));
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log_out))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start containerd: {e}"));
+        let child = spawn_containerd(&config, &log);
         let namespace = format!("shimtest-{}-{}", std::process::id(), NEXT_NAMESPACE.fetch_add(1, Ordering::Relaxed));
         let mut containerd =
             Containerd { namespace, dir, address, log, child: Some(child), tempdir: Some(tempdir), _turn: turn };
@@ -806,21 +815,7 @@ impl Containerd {
     /// until it answers. Running shims and containers are left alone.
     pub fn restart(&mut self) {
         self.stop();
-        let config = self.dir.join("config.toml");
-        let log_out = fs::OpenOptions::new()
-            .append(true)
-            .open(&self.log)
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", self.log.display()));
-        let log_err = log_out.try_clone().unwrap_or_else(|e| panic!("cannot share {}: {e}", self.log.display()));
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log_out))
-            .stderr(Stdio::from(log_err))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start containerd again: {e}"));
-        self.child = Some(child);
+        self.child = Some(spawn_containerd(&self.dir.join("config.toml"), &self.log));
         self.wait_ready();
     }
 
