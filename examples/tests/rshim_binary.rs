@@ -1,0 +1,136 @@
+//! `containerd-shim-rshim-v1` as containerd starts and deletes it, without a
+//! containerd: `start` reads CRI's runtime options from stdin, prints only
+//! the address, writes it to the bundle atomically, and leaves a server in
+//! its own session on a 0600 socket; that server answers Connect and exits
+//! on Shutdown; `delete` is idempotent and prints a `DeleteResponse`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use shim_transport_ttrpc::proto::containerd::task::v2 as api;
+use shim_transport_ttrpc::proto::runtimeoptions::v1::Options;
+use shim_transport_ttrpc::task::SERVICE;
+use shim_transport_ttrpc::Client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_containerd-shim-rshim-v1");
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn run(args: &[&str], dir: &std::path::Path, stdin: &[u8], ttrpc: &std::path::Path) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("TTRPC_ADDRESS", ttrpc)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the shim binary starts");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    input.write_all(stdin).expect("the shim reads its stdin");
+    drop(input);
+    // `start` exits once the server runs: bounded by the test's timeout.
+    child.wait_with_output().expect("the shim's output")
+}
+
+/// Waits until `pid` is gone or a zombie (its parent's to reap).
+fn wait_gone(pid: u32) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next()).unwrap_or(None);
+        if matches!(state, None | Some('Z')) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "shim server {pid} still runs after Shutdown: {stat}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn start_serve_shutdown_and_delete_as_containerd_runs_them() {
+    if !nix::unistd::Uid::effective().is_root() {
+        assert!(std::env::var("SHIM_REQUIRE_RUNC").as_deref() != Ok("1"), "the shim binary test needs root");
+        eprintln!("skipping: not root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path();
+    let nowhere = bundle.join("no-containerd.ttrpc");
+    // What CRI sends on stdin: runtime options in an Any.
+    let options = Options {
+        type_url: "io.containerd.runc.v2.options".into(),
+        config_path: "/etc/x.toml".into(),
+        ..Default::default()
+    };
+    let any = prost_types::Any { type_url: "runtimeoptions.v1.Options".into(), value: options.encode_to_vec() };
+    let id = format!("bin-{}", std::process::id());
+    let flags =
+        ["-namespace", "rshim-test", "-address", "/run/nowhere/containerd.sock", "-publish-binary", "/bin/true", "-id"];
+    let mut args: Vec<&str> = flags.to_vec();
+    args.extend([id.as_str(), "start"]);
+    let out = tokio::task::spawn_blocking({
+        let (args, bundle, nowhere, stdin) = (
+            args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            bundle.to_path_buf(),
+            nowhere.clone(),
+            any.encode_to_vec(),
+        );
+        move || run(&args.iter().map(String::as_str).collect::<Vec<_>>(), &bundle, &stdin, &nowhere)
+    });
+    let out = tokio::time::timeout(LIMIT, out).await.expect("start returns").unwrap();
+    assert!(out.status.success(), "start failed: {:?}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "start must print nothing but the address");
+    let address = std::fs::read_to_string(bundle.join("address")).unwrap();
+    assert_eq!(printed, address);
+    let socket = address.strip_prefix("unix://").expect("a unix:// address");
+    assert!(socket.len() <= 106, "{socket} is too long for containerd");
+    let mode = std::fs::metadata(socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket {socket} mode {mode:o}");
+    assert!(!bundle.join(".address.tmp").exists());
+
+    let client = tokio::time::timeout(LIMIT, Client::connect(socket)).await.expect("connect in time").unwrap();
+    let connect: api::ConnectResponse = tokio::time::timeout(
+        LIMIT,
+        client.call(SERVICE, "Connect", &api::ConnectRequest { id: id.clone() }, Some(LIMIT), &[]),
+    )
+    .await
+    .expect("answer in time")
+    .unwrap();
+    let server = connect.shim_pid;
+    assert!(server > 0 && server != std::process::id());
+    // Its own session: the session id is its pid.
+    let sid = nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(server as i32))).unwrap();
+    assert_eq!(sid.as_raw(), server as i32);
+    // No container yet: State of the id is NOT_FOUND.
+    let state = api::StateRequest { id: id.clone(), ..Default::default() };
+    let err =
+        tokio::time::timeout(LIMIT, client.call::<_, api::StateResponse>(SERVICE, "State", &state, Some(LIMIT), &[]))
+            .await
+            .expect("answer in time")
+            .err();
+    assert_eq!(err.and_then(|e| e.code()), Some(5));
+    let shutdown = api::ShutdownRequest { id: id.clone(), now: false };
+    tokio::time::timeout(LIMIT, client.call::<_, ()>(SERVICE, "Shutdown", &shutdown, Some(LIMIT), &[]))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    wait_gone(server);
+    assert!(!std::path::Path::new(socket).exists(), "the socket outlived its server");
+
+    // delete: after the shim is gone, and again (containerd may retry).
+    for _ in 0..2 {
+        let mut args: Vec<&str> = flags.to_vec();
+        args.extend([id.as_str(), "-bundle", bundle.to_str().unwrap(), "delete"]);
+        let out = run(&args, bundle, b"", &nowhere);
+        assert!(out.status.success(), "delete failed: {:?}", String::from_utf8_lossy(&out.stderr));
+        let resp = api::DeleteResponse::decode(out.stdout.as_slice()).expect("a DeleteResponse on stdout");
+        assert_eq!(resp.exit_status, 137);
+        assert!(resp.exited_at.is_some());
+    }
+}
