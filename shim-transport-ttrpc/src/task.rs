@@ -543,7 +543,20 @@ impl TaskService {
                 let r: api::PidsRequest = decode(p)?;
                 self.process(&r.id, "")?;
                 let list = self.shim.list_pids(core::ListPidsRequest {}).await.map_err(core_err)?;
-                let processes = list.processes.iter().map(|q| ProcessInfo { pid: q.pid, info: None }).collect();
+                let by_pid = self.lock().by_pid.clone();
+                let processes = list
+                    .processes
+                    .iter()
+                    .map(|q| {
+                        // Execs carry their id, as containerd's runc shim
+                        // reports them (`ctr task ps` shows it as INFO).
+                        let exec_id = by_pid.get(&q.shim_pid).filter(|id| q.shim_pid != 0 && !id.is_empty());
+                        let info = exec_id.map(|id| {
+                            any("containerd.runc.v1.ProcessDetails", &ProcessDetails { exec_id: id.clone() })
+                        });
+                        ProcessInfo { pid: q.pid, info }
+                    })
+                    .collect();
                 api::PidsResponse { processes }.encode_to_vec()
             }
             "Pause" => {
@@ -622,6 +635,14 @@ impl TaskService {
             }
         })
     }
+}
+
+/// containerd's `containerd.runc.v1.ProcessDetails`: the exec id of a
+/// process in a Pids answer.
+#[derive(Clone, PartialEq, Message)]
+struct ProcessDetails {
+    #[prost(string, tag = "1")]
+    exec_id: String,
 }
 
 /// Whether runc's `CheckpointOptions` (field 1: exit) asks to stop.

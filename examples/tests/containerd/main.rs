@@ -272,6 +272,28 @@ fn containerd_restart(rt: &Runtime) {
     cd.assert_no_leftovers();
 }
 
+/// `ctr task ps` with an exec running: both processes listed, the exec's
+/// row naming its exec id (decoded by ctr from `ProcessDetails`).
+fn ps_lists_execs(rt: &Runtime) {
+    let cd = Containerd::start();
+    let rootfs = cd.rootfs("p1");
+    let out = cd.run(rt, &["-d", "--rootfs", path_str(&rootfs).as_str(), "p1", "/bin/sleep", "1000"]);
+    cd.check_ok(&out, "ctr run -d p1");
+    let init = cd.task_pid("p1").expect("`ctr task ls` shows the task's pid");
+    let out = cd.exec(&["--detach", "--exec-id", "bg", "p1", "/bin/sleep", "1000"]);
+    cd.check_ok(&out, "ctr task exec --detach");
+    let ps = text(&cd.ctr_ok(["task", "ps", "p1"]).stdout);
+    let rows: Vec<&str> = ps.lines().skip(1).filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(rows.len(), 2, "ctr task ps:\n{ps}");
+    assert!(rows.iter().any(|r| r.starts_with(&format!("{init} ")) && r.ends_with('-')), "ctr task ps:\n{ps}");
+    assert!(rows.iter().any(|r| r.contains("bg")), "the exec's row has no exec id:\n{ps}");
+    cd.ctr_ok(["task", "kill", "-s", "SIGKILL", "p1"]);
+    cd.wait_task_status("p1", "STOPPED", WAIT);
+    cd.ctr_ok(["task", "delete", "p1"]);
+    cd.ctr_ok(["container", "delete", "p1"]);
+    cd.assert_no_leftovers();
+}
+
 fn path_str(p: &Path) -> String {
     p.to_str().expect("test paths are UTF-8").to_string()
 }
@@ -375,4 +397,20 @@ fn rshim_containerd_restart() {
         return;
     }
     containerd_restart(&rshim());
+}
+
+#[test]
+fn reference_ps_lists_execs() {
+    if !require_containerd() {
+        return;
+    }
+    ps_lists_execs(&Runtime::reference());
+}
+
+#[test]
+fn rshim_ps_lists_execs() {
+    if !require_containerd() {
+        return;
+    }
+    ps_lists_execs(&rshim());
 }
