@@ -4,19 +4,17 @@
 //! containerd runs it three ways, with Go-style flags before the action:
 //!
 //! - `-namespace NS -address SOCK -publish-binary BIN -id ID start`, in the
-//!   bundle: binds the shim's socket, starts the long-running server with
-//!   that socket as an inherited fd (own session, stdio on /dev/null),
+//!   bundle: binds the shim's socket, forks the long-running server that
+//!   serves it (own session, stdio on /dev/null),
 //!   writes the bundle's `address` file and prints the address, then exits;
-//! - the server (the `serve` action, which only `start` uses): the task
-//!   service for the container, logging to the bundle's `log` FIFO, until
-//!   Shutdown or SIGTERM;
+//! - the server, forked by `start`: the task service for the container,
+//!   logging to the bundle's `log` FIFO, until Shutdown or SIGTERM;
 //! - `-namespace NS -address SOCK -id ID -bundle DIR delete`: cleans up after
 //!   a shim that is gone (force-deletes the runc container, unmounts the
 //!   rootfs) and prints a `DeleteResponse`.
 
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -28,8 +26,6 @@ use shim_transport_ttrpc::proto::containerd::task::v2::DeleteResponse;
 use shim_transport_ttrpc::server::Server;
 use shim_transport_ttrpc::task::TaskService;
 
-/// The fd the listening socket is handed down on.
-const LISTEN_FD: i32 = 3;
 /// Where our sockets go; containerd's own shims use `/run/containerd/s`.
 const SOCKET_DIR: &str = "/run/containerd/s";
 /// runc's state root for a namespace, as containerd's runc shim sets it (so
@@ -95,7 +91,6 @@ fn main() -> ExitCode {
     };
     let result = match args.action.as_str() {
         "start" => start(&args),
-        "serve" => serve(&args),
         "delete" => delete(&args),
         "version" => {
             println!("containerd-shim-rshim-v1 {}", env!("CARGO_PKG_VERSION"));
@@ -137,45 +132,31 @@ fn start(args: &Args) -> Result<(), String> {
     let path = socket_path(args);
     std::fs::create_dir_all(SOCKET_DIR).map_err(|e| format!("cannot create {SOCKET_DIR}: {e}"))?;
     let listener = bind(&path)?;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(["-namespace", &args.namespace, "-address", &args.address, "-id", &args.id]);
-    if args.debug {
-        cmd.arg("-debug");
-    }
-    cmd.arg("serve")
-        .current_dir(&bundle)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let fd = listener.as_raw_fd();
-    // SAFETY: between fork and exec only async-signal-safe calls (setsid,
-    // dup2, fcntl) run, on fds this process owns.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            if fd == LISTEN_FD {
-                // dup2 onto itself keeps CLOEXEC: clear it by hand.
-                let flags = libc::fcntl(fd, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(std::io::Error::last_os_error());
+    // The server is this process forked, not re-executed: `start` runs
+    // single-threaded (no runtime exists yet), so the child may go on in
+    // Rust, and containerd's wait for `start` saves an exec.
+    // SAFETY: no other thread exists in this process (see above), so the
+    // child's copy of every lock and allocator is consistent.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => return Err(format!("cannot start the shim server: {e}")),
+        Ok(nix::unistd::ForkResult::Child) => {
+            let code = match detach().and_then(|()| serve(args, &bundle, listener)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!(error = %e, "the shim server failed");
+                    1
                 }
-            } else if libc::dup2(fd, LISTEN_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+            };
+            std::process::exit(code);
+        }
+        Ok(nix::unistd::ForkResult::Parent { .. }) => drop(listener),
     }
-    let child = cmd.spawn().map_err(|e| format!("cannot start the shim server: {e}"))?;
-    drop(listener);
     let address = format!("unix://{}", path.display());
     // Written atomically: containerd reads it to reconnect after a restart.
     let tmp = bundle.join(".address.tmp");
     std::fs::write(&tmp, &address)
         .and_then(|()| std::fs::rename(&tmp, bundle.join("address")))
         .map_err(|e| format!("cannot write the address file in {}: {e}", bundle.display()))?;
-    // The server is a daemon now; its exit is reaped by whoever inherits it.
-    drop(child);
     print!("{address}");
     Ok(())
 }
@@ -214,13 +195,32 @@ fn log_to_fifo(bundle: &Path, debug: bool) {
     shim_examples::logs::init(level, shim_examples::logs::LogFormat::Text);
 }
 
-fn serve(args: &Args) -> Result<(), String> {
-    let bundle = std::env::current_dir().map_err(|e| format!("cannot read the working directory: {e}"))?;
+/// The server's own session, with stdio on /dev/null: containerd reads
+/// `start`'s output until end-of-file, so the server must not hold it.
+fn detach() -> Result<(), String> {
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    let null =
+        std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    for fd in 0..=2 {
+        // SAFETY: dup2 onto the standard fds of this process.
+        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+            return Err(format!("dup2 onto fd {fd}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+fn serve(args: &Args, bundle: &Path, listener: std::os::unix::net::UnixListener) -> Result<(), String> {
+    let bundle = bundle.to_path_buf();
     log_to_fifo(&bundle, args.debug);
-    // SAFETY: fd 3 was handed down by `start` and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FD) };
-    let listener = std::os::unix::net::UnixListener::from(fd);
     listener.set_nonblocking(true).map_err(|e| format!("listener: {e}"))?;
+    // Fewer malloc arenas: each thread would otherwise get its own, and a
+    // shim is mostly idle, so the extra arenas are only resident memory.
+    // SAFETY: mallopt only adjusts allocator parameters; this process has
+    // one thread here.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -244,6 +244,12 @@ fn serve(args: &Args) -> Result<(), String> {
             }
         };
         let uid = nix::unistd::Uid::effective().as_raw();
+        // What set-up allocated and freed goes back to the system rather
+        // than staying resident for the shim's life.
+        // SAFETY: malloc_trim only releases free memory of the allocator.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         Server::new(task).peer_uid(uid).serve(listener, shutdown).await.map_err(|e| format!("serving: {e}"))?;
         // What containerd has not taken yet (the delete event) gets a moment.
         if !events.drain(std::time::Duration::from_secs(2)).await {

@@ -1,0 +1,332 @@
+//! Our containerd runtime against Debian's `containerd-shim-runc-v2` and
+//! raw runc, driven as containerd drives a shim, interleaved in one run.
+//!
+//! `RSHIM_BIN=target/x86_64-unknown-linux-gnu/release/containerd-shim-rshim-v1 cargo run --release -p shim-benches --example containerd_shims [-- ROUNDS]`
+//! (as root, after `make daemon`, which builds the binary statically; ROUNDS
+//! defaults to 40). Prints markdown tables.
+//!
+//! A shim lifecycle is what containerd does for `ctr run --rm` of busybox
+//! `true`: run the binary's `start` in the bundle and read the address it
+//! prints, connect, `Connect`, `Create`, `Start`, `Wait`, `Delete`,
+//! `Shutdown`, and reap the server (this process is a child subreaper, so
+//! the daemonized server becomes its child, as it would be containerd's
+//! when containerd is the subreaper). The raw side does the runc work both
+//! shims do, with their flags: `runc --root R --log F --log-format json
+//! create --bundle B --pid-file P ID`, `runc start ID`, wait for the init,
+//! `runc delete ID`. Events go to a stand-in for containerd's event service
+//! in this process, which takes them as containerd does.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a benchmark may panic
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use shim_core::proto::v1::StateRequest;
+use shim_core::testing::{require_runc, BundleBuilder};
+use shim_core::Shim;
+use shim_transport_grpc::{ClientOptions, GrpcShim};
+use shim_transport_ttrpc::proto::containerd::task::v2 as api;
+use shim_transport_ttrpc::proto::ttrpc::Status;
+use shim_transport_ttrpc::task::{EventSink, TaskService, SERVICE};
+use shim_transport_ttrpc::{Client, Request, Server, Service};
+
+const NS: &str = "rshim-bench";
+const GO_SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
+const CONTAINERD_ADDRESS: &str = "/run/rshim-bench/containerd.sock";
+
+/// Takes every call, as containerd's event service takes `Forward`.
+struct Sink;
+
+#[async_trait]
+impl Service for Sink {
+    async fn handle(&self, _req: Request) -> Result<Vec<u8>, Status> {
+        Ok(Vec::new())
+    }
+}
+
+struct NoEvents;
+
+impl EventSink for NoEvents {
+    fn publish(&self, _topic: &'static str, _event: prost_types::Any) {}
+}
+
+fn runc_root() -> PathBuf {
+    Path::new("/run/containerd/runc").join(NS)
+}
+
+/// `start` of a shim binary in `bundle`: the server's socket path.
+fn start_shim(binary: &Path, bundle: &Path, id: &str, ttrpc: &Path) -> PathBuf {
+    let out = Command::new(binary)
+        .args(["-namespace", NS, "-address", CONTAINERD_ADDRESS, "-publish-binary", "/bin/true", "-id", id, "start"])
+        .current_dir(bundle)
+        .env("TTRPC_ADDRESS", ttrpc)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{} start: {}", binary.display(), String::from_utf8_lossy(&out.stderr));
+    let address = String::from_utf8(out.stdout).unwrap();
+    PathBuf::from(address.trim().trim_start_matches("unix://"))
+}
+
+fn reap(pid: u32) {
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+}
+
+async fn call<Req: prost::Message, Resp: prost::Message + Default>(c: &Client, m: &str, req: Req) -> Resp {
+    c.call(SERVICE, m, &req, Some(Duration::from_secs(30)), &[("containerd-namespace-ttrpc", NS)])
+        .await
+        .unwrap_or_else(|e| panic!("{m}: {e}"))
+}
+
+/// One lifecycle through a shim binary; (total, spawn until connected).
+async fn shim_lifecycle(binary: PathBuf, bundle: PathBuf, id: String, ttrpc: PathBuf) -> (Duration, Duration) {
+    let t = Instant::now();
+    let socket = {
+        let (b, bu, i, tt) = (binary.clone(), bundle.clone(), id.clone(), ttrpc.clone());
+        tokio::task::spawn_blocking(move || start_shim(&b, &bu, &i, &tt)).await.unwrap()
+    };
+    let client = Client::connect(&socket).await.unwrap();
+    let ready = t.elapsed();
+    let server =
+        call::<_, api::ConnectResponse>(&client, "Connect", api::ConnectRequest { id: id.clone() }).await.shim_pid;
+    let create = api::CreateTaskRequest { id: id.clone(), bundle: bundle.display().to_string(), ..Default::default() };
+    call::<_, api::CreateTaskResponse>(&client, "Create", create).await;
+    call::<_, api::StartResponse>(&client, "Start", api::StartRequest { id: id.clone(), ..Default::default() }).await;
+    let waited: api::WaitResponse =
+        call(&client, "Wait", api::WaitRequest { id: id.clone(), ..Default::default() }).await;
+    assert_eq!(waited.exit_status, 0);
+    call::<_, api::DeleteResponse>(&client, "Delete", api::DeleteRequest { id: id.clone(), ..Default::default() })
+        .await;
+    // The server may close the connection before it answers Shutdown.
+    let _ = client
+        .call::<_, ()>(
+            SERVICE,
+            "Shutdown",
+            &api::ShutdownRequest { id, now: false },
+            Some(Duration::from_secs(30)),
+            &[],
+        )
+        .await;
+    drop(client);
+    tokio::task::spawn_blocking(move || reap(server)).await.unwrap();
+    (t.elapsed(), ready)
+}
+
+fn runc(args: &[&str]) {
+    let root = runc_root();
+    let status = Command::new("runc")
+        .arg("--root")
+        .arg(&root)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "runc {args:?}");
+}
+
+/// The runc work of one lifecycle, with the shims' flags.
+fn raw_lifecycle(bundle: &Path, id: &str, dir: &Path) -> Duration {
+    let pid_file = dir.join(format!("{id}.pid"));
+    let log = dir.join(format!("{id}.log"));
+    let (b, p, l) = (bundle.to_str().unwrap(), pid_file.to_str().unwrap(), log.to_str().unwrap());
+    let t = Instant::now();
+    runc(&["--log", l, "--log-format", "json", "create", "--bundle", b, "--pid-file", p, id]);
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    runc(&["--log", l, "--log-format", "json", "start", id]);
+    reap(pid);
+    runc(&["--log", l, "--log-format", "json", "delete", id]);
+    let took = t.elapsed();
+    let _ = std::fs::remove_file(pid_file);
+    let _ = std::fs::remove_file(log);
+    took
+}
+
+/// RSS and PSS (KiB) of a shim's server with a running container.
+async fn shim_memory(binary: &Path, bundle: &Path, id: &str, ttrpc: &Path) -> (u64, u64) {
+    let socket = start_shim(binary, bundle, id, ttrpc);
+    let client = Client::connect(&socket).await.unwrap();
+    let server =
+        call::<_, api::ConnectResponse>(&client, "Connect", api::ConnectRequest { id: id.into() }).await.shim_pid;
+    let create = api::CreateTaskRequest { id: id.into(), bundle: bundle.display().to_string(), ..Default::default() };
+    call::<_, api::CreateTaskResponse>(&client, "Create", create).await;
+    call::<_, api::StartResponse>(&client, "Start", api::StartRequest { id: id.into(), ..Default::default() }).await;
+    // A few State calls, as containerd makes them, before measuring.
+    for _ in 0..10 {
+        call::<_, api::StateResponse>(&client, "State", api::StateRequest { id: id.into(), ..Default::default() })
+            .await;
+    }
+    let rollup = std::fs::read_to_string(format!("/proc/{server}/smaps_rollup")).unwrap();
+    let field = |name: &str| -> u64 {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let mem = (field("Rss:"), field("Pss:"));
+    call::<_, ()>(&client, "Kill", api::KillRequest { id: id.into(), signal: 9, ..Default::default() }).await;
+    call::<_, api::WaitResponse>(&client, "Wait", api::WaitRequest { id: id.into(), ..Default::default() }).await;
+    call::<_, api::DeleteResponse>(&client, "Delete", api::DeleteRequest { id: id.into(), ..Default::default() }).await;
+    let _ =
+        client.call::<_, ()>(SERVICE, "Shutdown", &api::ShutdownRequest { id: id.into(), now: false }, None, &[]).await;
+    drop(client);
+    tokio::task::spawn_blocking(move || reap(server)).await.unwrap();
+    mem
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+/// Median round trip of a State call over gRPC and over ttrpc, each to a
+/// fake shim with a running container served from a thread of its own.
+async fn round_trips(dir: &Path, calls: usize) -> (Duration, Duration) {
+    let (grpc_socket, _pid) = shim_benches::fake_server_thread(dir.join("grpc"), || {});
+    let grpc = GrpcShim::connect(&grpc_socket, ClientOptions::default()).await.unwrap();
+    let ttrpc_socket = dir.join("ttrpc.sock");
+    let bundle = dir.join("fake-bundle");
+    BundleBuilder::new().args(["sleep"]).build_config_only(&bundle).unwrap();
+    {
+        let socket = ttrpc_socket.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            shim_benches::runtime().block_on(async move {
+                let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+                let task = TaskService::new(Arc::new(shim_core::FakeShim::new()), Arc::new(NoEvents)).await.unwrap();
+                let _ = tx.send(());
+                Server::new(task).serve(listener, std::future::pending()).await.unwrap();
+            });
+        });
+        rx.recv().unwrap();
+    }
+    let client = Client::connect(&ttrpc_socket).await.unwrap();
+    let create = api::CreateTaskRequest { id: "rt".into(), bundle: bundle.display().to_string(), ..Default::default() };
+    call::<_, api::CreateTaskResponse>(&client, "Create", create).await;
+    call::<_, api::StartResponse>(&client, "Start", api::StartRequest { id: "rt".into(), ..Default::default() }).await;
+    let mut g = Vec::with_capacity(calls);
+    let mut t = Vec::with_capacity(calls);
+    let state = api::StateRequest { id: "rt".into(), ..Default::default() };
+    for _ in 0..calls {
+        let s = Instant::now();
+        grpc.state(StateRequest {}).await.unwrap();
+        g.push(s.elapsed());
+        let s = Instant::now();
+        let _: api::StateResponse = client.call(SERVICE, "State", &state, None, &[]).await.unwrap();
+        t.push(s.elapsed());
+    }
+    (median(g), median(t))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    if !require_runc() {
+        return;
+    }
+    let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(40);
+    let rshim =
+        PathBuf::from(std::env::var("RSHIM_BIN").expect("RSHIM_BIN: the containerd-shim-rshim-v1 binary to measure"));
+    let rshim = std::fs::canonicalize(&rshim).unwrap_or_else(|e| panic!("{}: {e}", rshim.display()));
+    assert!(Path::new(GO_SHIM).exists(), "{GO_SHIM} is missing: make deps installs containerd");
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let dir = tempfile::Builder::new().prefix("rsb").tempdir_in("/tmp").unwrap();
+    let ttrpc = dir.path().join("events.ttrpc");
+    {
+        let listener = tokio::net::UnixListener::bind(&ttrpc).unwrap();
+        tokio::spawn(async move { Server::new(Arc::new(Sink)).serve(listener, std::future::pending()).await });
+    }
+    let bundle = |name: &str, args: &[&str]| {
+        let b = dir.path().join(name);
+        BundleBuilder::new().args(args.iter().copied()).build(&b).unwrap();
+        // The `log` FIFO containerd makes in a bundle and copies from (the
+        // Go shim exits without it); read and discarded here. Opened
+        // read-write so it never reports end-of-file between shims.
+        let log = b.join("log");
+        shim_core::testing::mkfifo(&log).unwrap();
+        let mut reader = std::fs::OpenOptions::new().read(true).write(true).open(&log).unwrap();
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        b
+    };
+    let (b_ours, b_go, b_raw) = (bundle("ours", &["true"]), bundle("go", &["true"]), bundle("raw", &["true"]));
+    let tag = std::process::id();
+
+    // Warm-up: one of each, so page cache and lazy set-up are not billed.
+    shim_lifecycle(rshim.clone(), b_ours.clone(), format!("w-o-{tag}"), ttrpc.clone()).await;
+    shim_lifecycle(PathBuf::from(GO_SHIM), b_go.clone(), format!("w-g-{tag}"), ttrpc.clone()).await;
+    raw_lifecycle(&b_raw, &format!("w-r-{tag}"), dir.path());
+
+    let (mut ours, mut go, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours_ready, mut go_ready) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for side in (0..3).map(|k| (k + round) % 3) {
+            match side {
+                0 => {
+                    let (t, r) =
+                        shim_lifecycle(rshim.clone(), b_ours.clone(), format!("o{round}-{tag}"), ttrpc.clone()).await;
+                    ours.push(t);
+                    ours_ready.push(r);
+                }
+                1 => {
+                    let (t, r) =
+                        shim_lifecycle(PathBuf::from(GO_SHIM), b_go.clone(), format!("g{round}-{tag}"), ttrpc.clone())
+                            .await;
+                    go.push(t);
+                    go_ready.push(r);
+                }
+                _ => raw.push(raw_lifecycle(&b_raw, &format!("r{round}-{tag}"), dir.path())),
+            }
+        }
+    }
+    let (o, g, r) = (median(ours), median(go), median(raw));
+    let sleep_ours = bundle("ours-sleep", &["sleep", "100000"]);
+    let sleep_go = bundle("go-sleep", &["sleep", "100000"]);
+    let mem_ours = shim_memory(&rshim, &sleep_ours, &format!("m-o-{tag}"), &ttrpc).await;
+    let mem_go = shim_memory(Path::new(GO_SHIM), &sleep_go, &format!("m-g-{tag}"), &ttrpc).await;
+    let (grpc_rt, ttrpc_rt) = round_trips(dir.path(), 5000).await;
+
+    println!("| lifecycle as containerd drives it (busybox `true`), median of {rounds} interleaved rounds | time | ratio to raw runc | goal |");
+    println!("|---|---|---|---|");
+    println!("| raw runc (create --pid-file, start, wait, delete; same root and log flags) | {} | 1.00 | |", ms(r));
+    println!("| containerd-shim-rshim-v1 (start, Connect, Create, Start, Wait, Delete, Shutdown, reap) | {} | {:.2} | ≤ 1.10 |", ms(o), o.as_secs_f64() / r.as_secs_f64());
+    println!(
+        "| Debian's containerd-shim-runc-v2, the same calls | {} | {:.2} | |",
+        ms(g),
+        g.as_secs_f64() / r.as_secs_f64()
+    );
+    println!(
+        "| of which: `start` until the socket accepts, ours / Go's | {} / {} | | |",
+        ms(median(ours_ready)),
+        ms(median(go_ready))
+    );
+    println!();
+    println!("| shim server with a running container | RSS | PSS | goal |\n|---|---|---|---|");
+    println!(
+        "| containerd-shim-rshim-v1 | {:.2} MiB | {:.2} MiB | ≤ 2.0 MiB RSS |",
+        mem_ours.0 as f64 / 1024.0,
+        mem_ours.1 as f64 / 1024.0
+    );
+    println!(
+        "| containerd-shim-runc-v2 | {:.2} MiB | {:.2} MiB | |",
+        mem_go.0 as f64 / 1024.0,
+        mem_go.1 as f64 / 1024.0
+    );
+    println!();
+    println!(
+        "| State round trip, fake shim served from its own thread, median of 5000 interleaved | time |\n|---|---|"
+    );
+    println!("| gRPC (tonic, unix socket) | {} |", us(grpc_rt));
+    println!("| ttrpc (task API over the same core) | {} |", us(ttrpc_rt));
+}
