@@ -81,38 +81,48 @@ async fn call<Req: prost::Message, Resp: prost::Message + Default>(c: &Client, m
         .unwrap_or_else(|e| panic!("{m}: {e}"))
 }
 
-/// One lifecycle through a shim binary; (total, spawn until connected).
-async fn shim_lifecycle(binary: PathBuf, bundle: PathBuf, id: String, ttrpc: PathBuf) -> (Duration, Duration) {
+/// The steps of a lifecycle, timed: for a shim `start` until connected,
+/// Connect, Create, Start, Wait, Delete, Shutdown and reap; for raw runc
+/// only create, start, wait and delete (2 to 5).
+type Steps = [Duration; 7];
+
+/// One lifecycle through a shim binary; (total, its steps).
+async fn shim_lifecycle(binary: PathBuf, bundle: PathBuf, id: String, ttrpc: PathBuf) -> (Duration, Steps) {
+    let mut steps = Steps::default();
     let t = Instant::now();
+    let mut lap = Instant::now();
+    let mut step = |i: usize| {
+        steps[i] = lap.elapsed();
+        lap = Instant::now();
+    };
     let socket = {
         let (b, bu, i, tt) = (binary.clone(), bundle.clone(), id.clone(), ttrpc.clone());
         tokio::task::spawn_blocking(move || start_shim(&b, &bu, &i, &tt)).await.unwrap()
     };
     let client = Client::connect(&socket).await.unwrap();
-    let ready = t.elapsed();
+    step(0);
     let server =
         call::<_, api::ConnectResponse>(&client, "Connect", api::ConnectRequest { id: id.clone() }).await.shim_pid;
+    step(1);
     let create = api::CreateTaskRequest { id: id.clone(), bundle: bundle.display().to_string(), ..Default::default() };
     call::<_, api::CreateTaskResponse>(&client, "Create", create).await;
+    step(2);
     call::<_, api::StartResponse>(&client, "Start", api::StartRequest { id: id.clone(), ..Default::default() }).await;
+    step(3);
     let waited: api::WaitResponse =
         call(&client, "Wait", api::WaitRequest { id: id.clone(), ..Default::default() }).await;
     assert_eq!(waited.exit_status, 0);
+    step(4);
     call::<_, api::DeleteResponse>(&client, "Delete", api::DeleteRequest { id: id.clone(), ..Default::default() })
         .await;
+    step(5);
     // The server may close the connection before it answers Shutdown.
-    let _ = client
-        .call::<_, ()>(
-            SERVICE,
-            "Shutdown",
-            &api::ShutdownRequest { id, now: false },
-            Some(Duration::from_secs(30)),
-            &[],
-        )
-        .await;
+    let shutdown = api::ShutdownRequest { id, now: false };
+    let _ = client.call::<_, ()>(SERVICE, "Shutdown", &shutdown, Some(Duration::from_secs(30)), &[]).await;
     drop(client);
     tokio::task::spawn_blocking(move || reap(server)).await.unwrap();
-    (t.elapsed(), ready)
+    step(6);
+    (t.elapsed(), steps)
 }
 
 fn runc(args: &[&str]) {
@@ -129,21 +139,31 @@ fn runc(args: &[&str]) {
     assert!(status.success(), "runc {args:?}");
 }
 
-/// The runc work of one lifecycle, with the shims' flags.
-fn raw_lifecycle(bundle: &Path, id: &str, dir: &Path) -> Duration {
+/// The runc work of one lifecycle, with the shims' flags; (total, steps).
+fn raw_lifecycle(bundle: &Path, id: &str, dir: &Path) -> (Duration, Steps) {
     let pid_file = dir.join(format!("{id}.pid"));
     let log = dir.join(format!("{id}.log"));
     let (b, p, l) = (bundle.to_str().unwrap(), pid_file.to_str().unwrap(), log.to_str().unwrap());
+    let mut steps = Steps::default();
     let t = Instant::now();
+    let mut lap = Instant::now();
+    let mut step = |i: usize| {
+        steps[i] = lap.elapsed();
+        lap = Instant::now();
+    };
     runc(&["--log", l, "--log-format", "json", "create", "--bundle", b, "--pid-file", p, id]);
     let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    step(2);
     runc(&["--log", l, "--log-format", "json", "start", id]);
+    step(3);
     reap(pid);
+    step(4);
     runc(&["--log", l, "--log-format", "json", "delete", id]);
+    step(5);
     let took = t.elapsed();
     let _ = std::fs::remove_file(pid_file);
     let _ = std::fs::remove_file(log);
-    took
+    (took, steps)
 }
 
 /// RSS and PSS (KiB) of a shim's server with a running container.
@@ -269,7 +289,7 @@ async fn main() {
     raw_lifecycle(&b_raw, &format!("w-r-{tag}"), dir.path());
 
     let (mut ours, mut go, mut raw) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut ours_ready, mut go_ready) = (Vec::new(), Vec::new());
+    let (mut ours_steps, mut go_steps, mut raw_steps) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         for side in (0..3).map(|k| (k + round) % 3) {
             match side {
@@ -277,16 +297,20 @@ async fn main() {
                     let (t, r) =
                         shim_lifecycle(rshim.clone(), b_ours.clone(), format!("o{round}-{tag}"), ttrpc.clone()).await;
                     ours.push(t);
-                    ours_ready.push(r);
+                    ours_steps.push(r);
                 }
                 1 => {
                     let (t, r) =
                         shim_lifecycle(PathBuf::from(GO_SHIM), b_go.clone(), format!("g{round}-{tag}"), ttrpc.clone())
                             .await;
                     go.push(t);
-                    go_ready.push(r);
+                    go_steps.push(r);
                 }
-                _ => raw.push(raw_lifecycle(&b_raw, &format!("r{round}-{tag}"), dir.path())),
+                _ => {
+                    let (t, r) = raw_lifecycle(&b_raw, &format!("r{round}-{tag}"), dir.path());
+                    raw.push(t);
+                    raw_steps.push(r);
+                }
             }
         }
     }
@@ -306,11 +330,22 @@ async fn main() {
         ms(g),
         g.as_secs_f64() / r.as_secs_f64()
     );
-    println!(
-        "| of which: `start` until the socket accepts, ours / Go's | {} / {} | | |",
-        ms(median(ours_ready)),
-        ms(median(go_ready))
-    );
+    println!();
+    println!("| step, median | raw runc | rshim | Go shim |\n|---|---|---|---|");
+    let names = [
+        "`start` until the socket accepts",
+        "Connect",
+        "Create (`runc create`)",
+        "Start (`runc start`)",
+        "Wait (the exit)",
+        "Delete (`runc delete`)",
+        "Shutdown and reap",
+    ];
+    let step = |v: &[Steps], i: usize| median(v.iter().map(|s| s[i]).collect());
+    for (i, name) in names.iter().enumerate() {
+        let raw_cell = if matches!(i, 2..=5) { ms(step(&raw_steps, i)) } else { String::new() };
+        println!("| {name} | {raw_cell} | {} | {} |", ms(step(&ours_steps, i)), ms(step(&go_steps, i)));
+    }
     println!();
     println!("| shim server with a running container | RSS | PSS | goal |\n|---|---|---|---|");
     println!(

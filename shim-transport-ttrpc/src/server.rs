@@ -160,6 +160,7 @@ where
         let (service, tx) = (Arc::clone(&service), tx.clone());
         tokio::spawn(async move {
             let what = format!("{}/{}", req.service, req.method);
+            tracing::debug!(call = %what, stream = id, "ttrpc request");
             let call = service.handle(req);
             let result = match timeout {
                 None => call.await,
@@ -167,6 +168,7 @@ where
                     Err(status(Code::DeadlineExceeded, format!("{what}: deadline of {t:?} exceeded")))
                 }),
             };
+            tracing::debug!(call = %what, stream = id, code = result.as_ref().err().map(|s| s.code).unwrap_or(0), "ttrpc reply");
             reply(&tx, id, result);
         });
     }

@@ -121,6 +121,7 @@ impl RuncCli {
                 message: format!("did not finish within {:?}; killed", self.timeout.unwrap_or_default()),
             });
         };
+        tracing::debug!(command = %command, pid, status = ?exit.as_ref().map(|e| e.status), "runtime exited");
         let log_text = std::fs::read_to_string(log).unwrap_or_default();
         let _ = std::fs::remove_file(log);
         match exit {
