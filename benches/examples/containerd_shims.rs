@@ -166,37 +166,112 @@ fn raw_lifecycle(bundle: &Path, id: &str, dir: &Path) -> (Duration, Steps) {
     (took, steps)
 }
 
-/// RSS and PSS (KiB) of a shim's server with a running container.
-async fn shim_memory(binary: &Path, bundle: &Path, id: &str, ttrpc: &Path) -> (u64, u64) {
-    let socket = start_shim(binary, bundle, id, ttrpc);
-    let client = Client::connect(&socket).await.unwrap();
-    let server =
-        call::<_, api::ConnectResponse>(&client, "Connect", api::ConnectRequest { id: id.into() }).await.shim_pid;
-    let create = api::CreateTaskRequest { id: id.into(), bundle: bundle.display().to_string(), ..Default::default() };
-    call::<_, api::CreateTaskResponse>(&client, "Create", create).await;
-    call::<_, api::StartResponse>(&client, "Start", api::StartRequest { id: id.into(), ..Default::default() }).await;
-    // A few State calls, as containerd makes them, before measuring.
-    for _ in 0..10 {
-        call::<_, api::StateResponse>(&client, "State", api::StateRequest { id: id.into(), ..Default::default() })
+/// A running container (`sleep`) in a shim started as containerd starts it.
+struct Running {
+    client: Client,
+    server: u32,
+    id: String,
+    /// The bundle's process object, which an exec's spec starts from (as
+    /// `ctr task exec` does).
+    process: serde_json::Value,
+}
+
+impl Running {
+    async fn up(binary: &Path, bundle: &Path, id: &str, ttrpc: &Path) -> Self {
+        let socket = start_shim(binary, bundle, id, ttrpc);
+        let client = Client::connect(&socket).await.unwrap();
+        let server =
+            call::<_, api::ConnectResponse>(&client, "Connect", api::ConnectRequest { id: id.into() }).await.shim_pid;
+        let create =
+            api::CreateTaskRequest { id: id.into(), bundle: bundle.display().to_string(), ..Default::default() };
+        call::<_, api::CreateTaskResponse>(&client, "Create", create).await;
+        call::<_, api::StartResponse>(&client, "Start", api::StartRequest { id: id.into(), ..Default::default() })
             .await;
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+        Self { client, server, id: id.into(), process: config["process"].clone() }
     }
-    let rollup = std::fs::read_to_string(format!("/proc/{server}/smaps_rollup")).unwrap();
-    let field = |name: &str| -> u64 {
-        rollup
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    let mem = (field("Rss:"), field("Pss:"));
-    call::<_, ()>(&client, "Kill", api::KillRequest { id: id.into(), signal: 9, ..Default::default() }).await;
-    call::<_, api::WaitResponse>(&client, "Wait", api::WaitRequest { id: id.into(), ..Default::default() }).await;
-    call::<_, api::DeleteResponse>(&client, "Delete", api::DeleteRequest { id: id.into(), ..Default::default() }).await;
-    let _ =
-        client.call::<_, ()>(SERVICE, "Shutdown", &api::ShutdownRequest { id: id.into(), now: false }, None, &[]).await;
-    drop(client);
-    tokio::task::spawn_blocking(move || reap(server)).await.unwrap();
-    mem
+
+    /// Exec, Start, Wait and Delete of `true`, as `ctr task exec` drives them.
+    async fn exec(&self, n: usize) -> Duration {
+        let mut process = self.process.clone();
+        process["args"] = serde_json::json!(["true"]);
+        let spec = prost_types::Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+            value: serde_json::to_vec(&process).unwrap(),
+        };
+        let (id, exec_id) = (self.id.clone(), format!("x{n}"));
+        let t = Instant::now();
+        let req = api::ExecProcessRequest {
+            id: id.clone(),
+            exec_id: exec_id.clone(),
+            spec: Some(spec),
+            ..Default::default()
+        };
+        call::<_, ()>(&self.client, "Exec", req).await;
+        call::<_, api::StartResponse>(
+            &self.client,
+            "Start",
+            api::StartRequest { id: id.clone(), exec_id: exec_id.clone() },
+        )
+        .await;
+        let waited: api::WaitResponse =
+            call(&self.client, "Wait", api::WaitRequest { id: id.clone(), exec_id: exec_id.clone() }).await;
+        assert_eq!(waited.exit_status, 0);
+        call::<_, api::DeleteResponse>(&self.client, "Delete", api::DeleteRequest { id, exec_id }).await;
+        t.elapsed()
+    }
+
+    /// RSS and PSS (KiB) of the shim's server.
+    fn memory(&self) -> (u64, u64) {
+        let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.server)).unwrap();
+        let field = |name: &str| -> u64 {
+            rollup
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (field("Rss:"), field("Pss:"))
+    }
+
+    async fn down(self) {
+        let id = self.id.clone();
+        call::<_, ()>(&self.client, "Kill", api::KillRequest { id: id.clone(), signal: 9, ..Default::default() }).await;
+        call::<_, api::WaitResponse>(&self.client, "Wait", api::WaitRequest { id: id.clone(), ..Default::default() })
+            .await;
+        call::<_, api::DeleteResponse>(
+            &self.client,
+            "Delete",
+            api::DeleteRequest { id: id.clone(), ..Default::default() },
+        )
+        .await;
+        let _ =
+            self.client.call::<_, ()>(SERVICE, "Shutdown", &api::ShutdownRequest { id, now: false }, None, &[]).await;
+        let server = self.server;
+        drop(self.client);
+        tokio::task::spawn_blocking(move || reap(server)).await.unwrap();
+    }
+}
+
+/// An exec of `true` with runc alone, as both shims run it: the process
+/// file written, `runc exec --detach --pid-file P --process F ID`, the wait.
+fn raw_exec(id: &str, process: &serde_json::Value, dir: &Path, n: usize) -> Duration {
+    let (pid_file, file, log) =
+        (dir.join(format!("x{n}.pid")), dir.join(format!("x{n}.json")), dir.join(format!("x{n}.log")));
+    let mut process = process.clone();
+    process["args"] = serde_json::json!(["true"]);
+    let t = Instant::now();
+    std::fs::write(&file, serde_json::to_vec(&process).unwrap()).unwrap();
+    let (p, f, l) = (pid_file.to_str().unwrap(), file.to_str().unwrap(), log.to_str().unwrap());
+    runc(&["--log", l, "--log-format", "json", "exec", "--detach", "--pid-file", p, "--process", f, id]);
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    reap(pid);
+    let took = t.elapsed();
+    for f in [pid_file, file, log] {
+        let _ = std::fs::remove_file(f);
+    }
+    took
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -317,8 +392,30 @@ async fn main() {
     let (o, g, r) = (median(ours), median(go), median(raw));
     let sleep_ours = bundle("ours-sleep", &["sleep", "100000"]);
     let sleep_go = bundle("go-sleep", &["sleep", "100000"]);
-    let mem_ours = shim_memory(&rshim, &sleep_ours, &format!("m-o-{tag}"), &ttrpc).await;
-    let mem_go = shim_memory(Path::new(GO_SHIM), &sleep_go, &format!("m-g-{tag}"), &ttrpc).await;
+    let sleep_raw = bundle("raw-sleep", &["sleep", "100000"]);
+    let ours_c = Running::up(&rshim, &sleep_ours, &format!("m-o-{tag}"), &ttrpc).await;
+    let go_c = Running::up(Path::new(GO_SHIM), &sleep_go, &format!("m-g-{tag}"), &ttrpc).await;
+    let mem_ours = ours_c.memory();
+    let mem_go = go_c.memory();
+    let raw_id = format!("m-r-{tag}");
+    let raw_pid_file = dir.path().join("raw-sleep.pid");
+    let raw_bundle = sleep_raw.to_str().unwrap();
+    runc(&["create", "--bundle", raw_bundle, "--pid-file", raw_pid_file.to_str().unwrap(), &raw_id]);
+    runc(&["start", &raw_id]);
+    let (mut e_ours, mut e_go, mut e_raw) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for side in (0..3).map(|k| (k + round) % 3) {
+            match side {
+                0 => e_ours.push(ours_c.exec(round).await),
+                1 => e_go.push(go_c.exec(round).await),
+                _ => e_raw.push(raw_exec(&raw_id, &ours_c.process, dir.path(), round)),
+            }
+        }
+    }
+    let mem_ours_after = ours_c.memory();
+    ours_c.down().await;
+    go_c.down().await;
+    runc(&["delete", "--force", &raw_id]);
     let (grpc_rt, ttrpc_rt) = round_trips(dir.path(), 5000).await;
 
     println!("| lifecycle as containerd drives it (busybox `true`), median of {rounds} interleaved rounds | time | ratio to raw runc | goal |");
@@ -347,11 +444,27 @@ async fn main() {
         println!("| {name} | {raw_cell} | {} | {} |", ms(step(&ours_steps, i)), ms(step(&go_steps, i)));
     }
     println!();
+    let (eo, eg, er) = (median(e_ours), median(e_go), median(e_raw));
+    println!("| exec of `true` in a running container, median of {rounds} interleaved rounds | time | ratio to raw runc | goal |");
+    println!("|---|---|---|---|");
+    println!("| raw runc (process file, exec --detach --pid-file --process, wait) | {} | 1.00 | |", ms(er));
+    println!(
+        "| containerd-shim-rshim-v1 (Exec, Start, Wait, Delete) | {} | {:.2} | ≤ 1.05 |",
+        ms(eo),
+        eo.as_secs_f64() / er.as_secs_f64()
+    );
+    println!("| containerd-shim-runc-v2, the same calls | {} | {:.2} | |", ms(eg), eg.as_secs_f64() / er.as_secs_f64());
+    println!();
     println!("| shim server with a running container | RSS | PSS | goal |\n|---|---|---|---|");
     println!(
         "| containerd-shim-rshim-v1 | {:.2} MiB | {:.2} MiB | ≤ 2.0 MiB RSS |",
         mem_ours.0 as f64 / 1024.0,
         mem_ours.1 as f64 / 1024.0
+    );
+    println!(
+        "| containerd-shim-rshim-v1 after {rounds} execs | {:.2} MiB | {:.2} MiB | |",
+        mem_ours_after.0 as f64 / 1024.0,
+        mem_ours_after.1 as f64 / 1024.0
     );
     println!(
         "| containerd-shim-runc-v2 | {:.2} MiB | {:.2} MiB | |",
