@@ -123,6 +123,23 @@ async fn start_serve_shutdown_and_delete_as_containerd_runs_them() {
     wait_gone(server);
     assert!(!std::path::Path::new(socket).exists(), "the socket outlived its server");
 
+    // SIGTERM ends a server too (containerd sends it when it gives up on
+    // Shutdown), removing its socket.
+    let out = run(&args, bundle, b"", &nowhere);
+    assert!(out.status.success(), "second start failed: {:?}", String::from_utf8_lossy(&out.stderr));
+    let client = tokio::time::timeout(LIMIT, Client::connect(socket)).await.expect("connect in time").unwrap();
+    let connect: api::ConnectResponse = tokio::time::timeout(
+        LIMIT,
+        client.call(SERVICE, "Connect", &api::ConnectRequest { id: id.clone() }, Some(LIMIT), &[]),
+    )
+    .await
+    .expect("answer in time")
+    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(connect.shim_pid as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    wait_gone(connect.shim_pid);
+    assert!(!std::path::Path::new(socket).exists(), "the socket outlived its server");
+
     // delete: after the shim is gone, and again (containerd may retry).
     for _ in 0..2 {
         let mut args: Vec<&str> = flags.to_vec();
