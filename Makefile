@@ -50,6 +50,9 @@ daemon:
 bench: deps daemon
 	$(CARGO) bench -p shim-benches --bench rpc -- --warm-up-time 1 --measurement-time 3
 	SHIM_BIN=$(STATIC_SHIM) $(CARGO) bench -p shim-benches --bench system
+	@# Printed, not written: their tables are kept by hand in the Notes of docs/PERFORMANCE.md.
+	$(CARGO) run --release -p shim-benches --example many
+	RSHIM_BIN=$(dir $(STATIC_SHIM))containerd-shim-rshim-v1 $(CARGO) run --release -p shim-benches --example containerd_shims
 
 # Runs each fuzz target for FUZZ_SECONDS. cargo-fuzz wants nightly flags;
 # RUSTC_BOOTSTRAP lets the stable toolchain accept them.
