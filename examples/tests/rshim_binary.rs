@@ -140,11 +140,17 @@ async fn start_serve_shutdown_and_delete_as_containerd_runs_them() {
     wait_gone(connect.shim_pid);
     assert!(!std::path::Path::new(socket).exists(), "the socket outlived its server");
 
-    // delete: after the shim is gone, and again (containerd may retry).
-    for _ in 0..2 {
+    // delete: after the shim is gone, again (containerd may retry), and
+    // with no runc to be found: the cleanup and the answer still happen.
+    for path in [None, None, Some("/nonexistent")] {
         let mut args: Vec<&str> = flags.to_vec();
         args.extend([id.as_str(), "-bundle", bundle.to_str().unwrap(), "delete"]);
-        let out = run(&args, bundle, b"", &nowhere);
+        let out = match path {
+            None => run(&args, bundle, b"", &nowhere),
+            Some(p) => {
+                Command::new(BIN).args(&args).current_dir(bundle).env("PATH", p).stdin(Stdio::null()).output().unwrap()
+            }
+        };
         assert!(out.status.success(), "delete failed: {:?}", String::from_utf8_lossy(&out.stderr));
         let resp = api::DeleteResponse::decode(out.stdout.as_slice()).expect("a DeleteResponse on stdout");
         assert_eq!(resp.exit_status, 137);

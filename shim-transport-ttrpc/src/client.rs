@@ -62,8 +62,10 @@ impl Client {
                     if header.kind != TYPE_RESPONSE {
                         continue;
                     }
-                    let Ok(response) = Response::decode(payload.as_slice()) else { continue };
-                    if let Some(tx) = lock(&pending).remove(&header.stream_id) {
+                    let tx = lock(&pending).remove(&header.stream_id);
+                    // An undecodable answer ends its call (as a closed
+                    // connection would) rather than leaving it waiting.
+                    if let (Some(tx), Ok(response)) = (tx, Response::decode(payload.as_slice())) {
                         let _ = tx.send(response);
                     }
                 }
@@ -131,7 +133,13 @@ impl Client {
         }
         let written = {
             let mut w = self.writer.lock().await;
-            write_frame(&mut *w, id, TYPE_REQUEST, &request.encode_to_vec()).await
+            // A call dropped in the middle of its write (its caller's
+            // timeout) leaves half a frame on the wire: the connection is
+            // then unusable, and says so, rather than garbling later calls.
+            let torn = Torn { closed: &self.closed, armed: true };
+            let r = write_frame(&mut *w, id, TYPE_REQUEST, &request.encode_to_vec()).await;
+            torn.disarm();
+            r
         };
         if let Err(source) = written {
             return Err(TtrpcError::Io { address: self.address.clone(), source });
@@ -148,5 +156,24 @@ struct Entry<'a> {
 impl Drop for Entry<'_> {
     fn drop(&mut self) {
         lock(self.pending).remove(&self.id);
+    }
+}
+
+struct Torn<'a> {
+    closed: &'a AtomicBool,
+    armed: bool,
+}
+
+impl Torn<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Torn<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.closed.store(true, Ordering::SeqCst);
+        }
     }
 }

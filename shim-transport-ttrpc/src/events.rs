@@ -6,7 +6,11 @@
 //! connection, until containerd takes it (containerd restarting just delays
 //! the queue). When the queue is full the oldest event is dropped and
 //! counted, so a containerd gone for good cannot grow the shim without
-//! bound: with the default capacity that is 4096 events behind.
+//! bound: with the default capacity that is 4096 events behind. An event
+//! containerd refuses with an error status (other than UNAVAILABLE) five times is dropped and
+//! counted too, so one bad event cannot hold back the rest. Delivery is at
+//! least once: a Forward that timed out after containerd took it is sent
+//! again.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -29,6 +33,10 @@ pub const NAMESPACE_KEY: &str = "containerd-namespace-ttrpc";
 pub const DEFAULT_CAPACITY: usize = 4096;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts at an event containerd refuses (any status but UNAVAILABLE) before it
+/// is dropped (containerd's own shims try 5 times). Transport failures
+/// (containerd away) are retried without limit.
+const STATUS_ATTEMPTS: u32 = 5;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Forwards events to containerd; see the module docs.
@@ -99,6 +107,7 @@ impl Forwarder {
     async fn run(self: Arc<Self>) {
         let mut client: Option<Client> = None;
         let mut backoff = Duration::from_millis(20);
+        let mut refusals = 0u32;
         loop {
             let notified = self.wake.notified();
             let Some(next) = self.lock().front().cloned() else {
@@ -116,6 +125,20 @@ impl Forwarder {
                     let md = [(NAMESPACE_KEY, self.namespace.as_str())];
                     match c.call::<_, ()>(EVENTS_SERVICE, "Forward", &req, Some(CALL_TIMEOUT), &md).await {
                         Ok(()) => true,
+                        // UNAVAILABLE is containerd saying "not now": retried
+                        // like a transport failure.
+                        Err(e) if e.code().is_some_and(|c| c != crate::Code::Unavailable as i32) => {
+                            refusals += 1;
+                            if refusals >= STATUS_ATTEMPTS {
+                                let topic = req.envelope.as_ref().map(|e| e.topic.clone()).unwrap_or_default();
+                                tracing::error!(error = %e, topic, "containerd refused an event {STATUS_ATTEMPTS} times; dropped");
+                                self.dropped.fetch_add(1, Ordering::Relaxed);
+                                true
+                            } else {
+                                tracing::warn!(error = %e, "containerd refused an event; retrying");
+                                false
+                            }
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "forwarding an event to containerd failed; retrying");
                             client = None;
@@ -125,6 +148,7 @@ impl Forwarder {
                 }
             };
             if sent {
+                refusals = 0;
                 // Unless an overflow already dropped it while it was sent.
                 let mut q = self.lock();
                 if q.front() == Some(&next) {

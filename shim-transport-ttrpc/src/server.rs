@@ -65,7 +65,8 @@ impl<S: Service> Server<S> {
     }
 
     /// Accepts connections until `shutdown` completes; each connection is
-    /// served on its own task. Returns an error only if accepting fails.
+    /// served on its own task. A failed accept (no fds left, say) is logged
+    /// and retried, never the end of the server.
     pub async fn serve(
         &self,
         listener: UnixListener,
@@ -79,7 +80,13 @@ impl<S: Service> Server<S> {
                     Ok((stream, _)) => stream,
                     // A peer that went away between connect and accept.
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => continue,
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        // Out of fds or memory for a moment: the shim must
+                        // outlive it (its container does), so wait and retry.
+                        tracing::error!(error = %e, "accepting a ttrpc connection failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
                 },
             };
             if let Some(uid) = self.peer_uid {
@@ -161,12 +168,21 @@ where
         tokio::spawn(async move {
             let what = format!("{}/{}", req.service, req.method);
             tracing::debug!(call = %what, stream = id, "ttrpc request");
-            let call = service.handle(req);
-            let result = match timeout {
-                None => call.await,
-                Some(t) => tokio::time::timeout(t, call).await.unwrap_or_else(|_| {
-                    Err(status(Code::DeadlineExceeded, format!("{what}: deadline of {t:?} exceeded")))
-                }),
+            // The call runs as a task of its own: a deadline ends the wait
+            // for its answer, never the call itself, so a Create or Delete
+            // that changed state half-way still finishes its work.
+            let mut call = tokio::spawn(async move { service.handle(req).await });
+            let joined = match timeout {
+                None => Some((&mut call).await),
+                Some(t) => tokio::time::timeout(t, &mut call).await.ok(),
+            };
+            let result = match joined {
+                Some(Ok(r)) => r,
+                Some(Err(e)) => Err(status(Code::Internal, format!("{what}: the call failed: {e}"))),
+                None => Err(status(
+                    Code::DeadlineExceeded,
+                    format!("{what}: deadline of {:?} exceeded", timeout.unwrap_or_default()),
+                )),
             };
             tracing::debug!(call = %what, stream = id, code = result.as_ref().err().map(|s| s.code).unwrap_or(0), "ttrpc reply");
             reply(&tx, id, result);

@@ -130,15 +130,34 @@ impl TaskService {
     }
 
     async fn forward_events(self: Arc<Self>, mut events: shim_core::EventStream) {
-        while let Some(event) = events.next().await {
-            let event = match event {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::error!(error = %e, "the core's event stream failed; events stop here");
-                    break;
+        let mut last: Option<u64> = None;
+        loop {
+            match events.next().await {
+                Some(Ok(event)) => {
+                    last = Some(event.seq);
+                    self.translate(event).await;
                 }
-            };
-            self.translate(event).await;
+                Some(Err(e)) => {
+                    // Fell behind the core's ring: resume after the last
+                    // event handled, or, if those are gone, go on live.
+                    tracing::error!(error = %e, "the core's event stream failed; resubscribing");
+                    let resumed = self.shim.events(core::EventsRequest { since: last }).await;
+                    events = match resumed {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!(error = %e, "events were lost; forwarding goes on from now");
+                            match self.shim.events(core::EventsRequest::default()).await {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    tracing::error!(error = %e, "cannot subscribe to the core's events; they stop here");
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                }
+                None => return,
+            }
         }
     }
 
@@ -189,7 +208,16 @@ impl TaskService {
             }
             core::EventType::Exit => {
                 let at = now();
-                let exec_id = self.exec_id_of(e.pid).await.unwrap_or_default();
+                let Some(exec_id) = self.exec_id_of(e.pid).await else {
+                    // Never the init's (its pid is recorded by Create): an
+                    // exit nobody can name is logged, not misattributed.
+                    tracing::warn!(
+                        pid = e.pid,
+                        status = e.exit_status,
+                        "exit of a process with no exec id; not forwarded"
+                    );
+                    return;
+                };
                 // Queued before the exit is recorded: Delete and Wait see the
                 // record, so what they publish comes after this.
                 let id = if exec_id.is_empty() { cid.clone() } else { exec_id.clone() };
@@ -270,14 +298,6 @@ impl TaskService {
     }
 
     async fn create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse, Status> {
-        {
-            let st = self.lock();
-            if let Some(c) = st.container.as_ref() {
-                return Err(status(Code::AlreadyExists, format!("this shim already holds container {:?}", c.id)));
-            }
-        }
-        let mounted = rootfs::mount_all(&req.rootfs, std::path::Path::new(&req.bundle))
-            .map_err(|e| status(Code::Internal, e.to_string()))?;
         let init = Proc {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -285,17 +305,35 @@ impl TaskService {
             terminal: req.terminal,
             ..Default::default()
         };
-        // Recorded before the core's Create, whose event the event task
-        // translates with these fields.
-        self.lock().container = Some(Container {
-            id: req.id.clone(),
-            bundle: req.bundle.clone(),
-            rootfs: req.rootfs.clone(),
-            mounted,
-            checkpoint: req.checkpoint.clone(),
-            init,
-            execs: HashMap::new(),
-        });
+        {
+            // Checked and reserved under one lock: a second Create waits
+            // for nothing and fails. Recorded before the core's Create,
+            // whose event the event task translates with these fields.
+            let mut st = self.lock();
+            if let Some(c) = st.container.as_ref() {
+                return Err(status(Code::AlreadyExists, format!("this shim already holds container {:?}", c.id)));
+            }
+            st.container = Some(Container {
+                id: req.id.clone(),
+                bundle: req.bundle.clone(),
+                rootfs: req.rootfs.clone(),
+                mounted: false,
+                checkpoint: req.checkpoint.clone(),
+                init,
+                execs: HashMap::new(),
+            });
+        }
+        let mounted = match rootfs::mount_all(&req.rootfs, std::path::Path::new(&req.bundle)) {
+            Ok(m) => m,
+            Err(e) => {
+                self.lock().container = None;
+                self.changed.notify_waiters();
+                return Err(status(Code::Internal, e.to_string()));
+            }
+        };
+        if let Some(c) = self.lock().container.as_mut() {
+            c.mounted = mounted;
+        }
         let core_req = core::CreateRequest {
             id: req.id.clone(),
             bundle: req.bundle.clone(),
@@ -323,6 +361,8 @@ impl TaskService {
                     rootfs::unmount(std::path::Path::new(&req.bundle));
                 }
                 self.lock().container = None;
+                // A Wait that came during Create learns there is nothing.
+                self.changed.notify_waiters();
                 Err(from_shim(&e))
             }
         }
@@ -335,10 +375,11 @@ impl TaskService {
             self.set(&req.exec_id, |p| p.started = true);
             return Ok(api::StartResponse { pid: p.pid.unwrap_or(0) });
         }
-        let Some(exec) = p.exec else {
+        let mut taken = None;
+        self.set(&req.exec_id, |p| taken = p.exec.take());
+        let Some(exec) = taken else {
             return Err(status(Code::FailedPrecondition, format!("exec {:?} was started already", req.exec_id)));
         };
-        self.set(&req.exec_id, |p| p.exec = None);
         match self.shim.exec(exec).await {
             Ok(r) => {
                 self.lock().by_pid.insert(r.pid, req.exec_id.clone());
@@ -498,7 +539,10 @@ impl TaskService {
             // CRI relies on this code for a process that already exited.
             return Err(status(Code::NotFound, "process already finished"));
         }
-        self.shim.kill(core::KillRequest { pid, signal: req.signal, all: req.all }).await.map_err(|e| {
+        // `all` is about the container's processes: containerd's runc shim
+        // ignores it for an exec, and so does this one.
+        let all = req.all && req.exec_id.is_empty();
+        self.shim.kill(core::KillRequest { pid, signal: req.signal, all }).await.map_err(|e| {
             let st = from_shim(&e);
             if st.code == Code::FailedPrecondition as i32 {
                 status(Code::NotFound, format!("process already finished: {}", st.message))

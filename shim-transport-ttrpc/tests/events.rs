@@ -24,6 +24,8 @@ const LIMIT: Duration = Duration::from_secs(20);
 struct Containerd {
     got: Mutex<Vec<(String, String, String)>>,
     refuse: AtomicBool,
+    /// Answers INVALID_ARGUMENT while set.
+    reject: AtomicBool,
 }
 
 #[async_trait]
@@ -34,6 +36,9 @@ impl Service for Containerd {
         }
         if self.refuse.load(Ordering::SeqCst) {
             return Err(status(Code::Unavailable, "restarting"));
+        }
+        if self.reject.load(Ordering::SeqCst) {
+            return Err(status(Code::InvalidArgument, "bad event"));
         }
         let f =
             ForwardRequest::decode(req.payload.as_slice()).map_err(|e| status(Code::InvalidArgument, e.to_string()))?;
@@ -89,6 +94,22 @@ async fn events_wait_for_containerd_and_arrive_in_order() {
     assert!(fwd.drain(LIMIT).await, "{} events never delivered", fwd.pending());
     assert_eq!(containerd.topics(), ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/exit", "/tasks/delete"]);
     assert_eq!(fwd.dropped(), 0);
+
+    // An event containerd rejects outright (not "unavailable") is tried five
+    // times and dropped, so it cannot hold back the ones after it.
+    containerd.reject.store(true, Ordering::SeqCst);
+    fwd.publish("/tasks/bad", event(6));
+    fwd.publish("/tasks/oom", event(7));
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while fwd.dropped() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the rejected event was never dropped");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    containerd.reject.store(false, Ordering::SeqCst);
+    assert!(fwd.drain(LIMIT).await);
+    assert_eq!(containerd.topics().last().map(String::as_str), Some("/tasks/oom"));
+    assert_eq!(fwd.dropped(), 1);
 }
 
 #[tokio::test]

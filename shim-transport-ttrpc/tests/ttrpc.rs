@@ -21,6 +21,8 @@ const LIMIT: Duration = Duration::from_secs(10);
 /// answers; `Meta` answers the value of metadata key `k`.
 struct Test {
     release: Notify,
+    /// Set by `Finish` once it ran to its end.
+    finished: Notify,
 }
 
 #[async_trait]
@@ -33,6 +35,11 @@ impl Service for Test {
                 Ok(Blob { data: b"slow".to_vec() }.encode_to_vec())
             }
             "Hang" => std::future::pending().await,
+            "Finish" => {
+                self.release.notified().await;
+                self.finished.notify_one();
+                Ok(Vec::new())
+            }
             "Meta" => Ok(Blob { data: req.metadata("k").unwrap_or_default().as_bytes().to_vec() }.encode_to_vec()),
             m => Err(status(Code::Unimplemented, format!("no method {m}"))),
         }
@@ -43,7 +50,7 @@ async fn server() -> (tempfile::TempDir, std::path::PathBuf, Arc<Test>) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("t.sock");
     let listener = UnixListener::bind(&path).unwrap_or_else(|e| panic!("{e}"));
-    let svc = Arc::new(Test { release: Notify::new() });
+    let svc = Arc::new(Test { release: Notify::new(), finished: Notify::new() });
     let server = Server::new(Arc::clone(&svc));
     tokio::spawn(async move { server.serve(listener, std::future::pending()).await });
     (dir, path, svc)
@@ -107,6 +114,19 @@ async fn unknown_methods_deadlines_and_metadata() {
     // The client's own deadline ends a call the server never answers.
     let err = within(client.call::<_, Blob>("t", "Hang", &Blob::default(), Some(Duration::from_millis(50)), &[])).await;
     assert!(err.is_err());
+}
+
+#[tokio::test]
+async fn a_deadline_ends_the_wait_for_an_answer_not_the_call() {
+    let (_dir, path, svc) = server().await;
+    let raw =
+        WireRequest { service: "t".into(), method: "Finish".into(), timeout_nano: 20_000_000, ..Default::default() };
+    let answer = raw_call(&path, 1, &raw.encode_to_vec()).await;
+    assert_eq!(answer.status.map(|s| s.code), Some(Code::DeadlineExceeded as i32));
+    // The call is still running: released now, it runs to its end.
+    let finished = svc.finished.notified();
+    svc.release.notify_one();
+    within(finished).await;
 }
 
 /// Sends one raw request frame on a new connection and reads one response.

@@ -269,24 +269,13 @@ fn delete(args: &Args) -> Result<(), String> {
         None => std::env::current_dir().map_err(|e| format!("cannot read the working directory: {e}"))?,
     };
     let root = Path::new(RUNC_ROOT).join(&args.namespace);
-    // Bounded: containerd gives delete about 5 s.
-    let mut child = std::process::Command::new("runc")
-        .arg("--root")
-        .arg(&root)
-        .args(["delete", "--force", &args.id])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run runc: {e}"))?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
-    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    // Bounded: containerd gives delete about 5 s. A failure here (runc
+    // missing, say) is reported but does not stop the rest of the cleanup:
+    // a rootfs left mounted would keep containerd from removing the bundle.
+    if let Err(e) = force_delete(&root, &args.id) {
+        use std::io::Write;
+        // Not eprintln!: it panics when stderr is gone.
+        let _ = writeln!(std::io::stderr(), "containerd-shim-rshim-v1: delete: {e}");
     }
     shim_transport_ttrpc::rootfs::unmount(&bundle);
     if let Ok(path) = std::fs::read_to_string(bundle.join("address")) {
@@ -302,4 +291,30 @@ fn delete(args: &Args) -> Result<(), String> {
     let mut out = std::io::stdout();
     out.write_all(&resp.encode_to_vec()).and_then(|()| out.flush()).map_err(|e| format!("stdout: {e}"))?;
     Ok(())
+}
+
+/// `runc --root ROOT delete --force ID`, killed if it takes over 4 s.
+fn force_delete(root: &Path, id: &str) -> Result<(), String> {
+    let mut child = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(root)
+        .args(["delete", "--force", id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run runc: {e}"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) if std::time::Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("runc delete --force took over 4 s; killed".into());
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Err(e) => return Err(format!("waiting for runc: {e}")),
+        }
+    }
 }
