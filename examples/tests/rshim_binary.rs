@@ -94,6 +94,16 @@ async fn start_serve_shutdown_and_delete_as_containerd_runs_them() {
     assert_eq!(mode, 0o600, "socket {socket} mode {mode:o}");
     assert!(!bundle.join(".address.tmp").exists());
 
+    // `start` again while that shim serves: the same address, no new shim.
+    let again = tokio::task::spawn_blocking({
+        let (args, bundle, nowhere) =
+            (args.iter().map(|s| s.to_string()).collect::<Vec<_>>(), bundle.to_path_buf(), nowhere.clone());
+        move || run(&args.iter().map(String::as_str).collect::<Vec<_>>(), &bundle, b"", &nowhere)
+    });
+    let again = tokio::time::timeout(LIMIT, again).await.expect("start returns").unwrap();
+    assert!(again.status.success(), "{:?}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), address);
+
     let client = tokio::time::timeout(LIMIT, Client::connect(socket)).await.expect("connect in time").unwrap();
     let connect: api::ConnectResponse = tokio::time::timeout(
         LIMIT,

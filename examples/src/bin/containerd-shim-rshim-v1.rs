@@ -131,6 +131,14 @@ fn start(args: &Args) -> Result<(), String> {
 
     let path = socket_path(args);
     std::fs::create_dir_all(SOCKET_DIR).map_err(|e| format!("cannot create {SOCKET_DIR}: {e}"))?;
+    let address = format!("unix://{}", path.display());
+    // A shim already serves this container (containerd retried `start`):
+    // its address is the answer, as containerd's runc shim gives it.
+    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        write_address(&bundle, &address)?;
+        print!("{address}");
+        return Ok(());
+    }
     let listener = bind(&path)?;
     // The server is this process forked, not re-executed: `start` runs
     // single-threaded (no runtime exists yet), so the child may go on in
@@ -151,23 +159,26 @@ fn start(args: &Args) -> Result<(), String> {
         }
         Ok(nix::unistd::ForkResult::Parent { .. }) => drop(listener),
     }
-    let address = format!("unix://{}", path.display());
-    // Written atomically: containerd reads it to reconnect after a restart.
-    let tmp = bundle.join(".address.tmp");
-    std::fs::write(&tmp, &address)
-        .and_then(|()| std::fs::rename(&tmp, bundle.join("address")))
-        .map_err(|e| format!("cannot write the address file in {}: {e}", bundle.display()))?;
+    write_address(&bundle, &address)?;
     print!("{address}");
     Ok(())
 }
 
+/// Writes the bundle's `address` file atomically: containerd reads it to
+/// reconnect after a restart.
+fn write_address(bundle: &Path, address: &str) -> Result<(), String> {
+    let tmp = bundle.join(".address.tmp");
+    std::fs::write(&tmp, address)
+        .and_then(|()| std::fs::rename(&tmp, bundle.join("address")))
+        .map_err(|e| format!("cannot write the address file in {}: {e}", bundle.display()))
+}
+
 fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, String> {
     use std::os::unix::fs::PermissionsExt;
-    // A socket left by a shim that died is ours to replace: the path is
-    // derived from this container's id.
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(format!("a shim is already serving {}", path.display()));
-    }
+    // Nobody answers on it (checked by the caller): a socket left by a shim
+    // that died, ours to replace, as the path is derived from this
+    // container's id. (Two `start`s of one id at the same moment could both
+    // get here; containerd does not run them concurrently.)
     let _ = std::fs::remove_file(path);
     // Created 0600 with no window: the umask applies at bind().
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
