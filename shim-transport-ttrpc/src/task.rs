@@ -334,9 +334,19 @@ impl TaskService {
         if let Some(c) = self.lock().container.as_mut() {
             c.mounted = mounted;
         }
+        let options = req.options.as_ref().map(RuncOptions::from_any).unwrap_or_default();
+        if options.systemd_cgroup || !options.root.is_empty() {
+            tracing::warn!(
+                systemd_cgroup = options.systemd_cgroup,
+                root = %options.root,
+                "runc options SystemdCgroup and Root are not applied by this shim"
+            );
+        }
         let core_req = core::CreateRequest {
             id: req.id.clone(),
             bundle: req.bundle.clone(),
+            runtime: options.binary_name,
+            no_pivot: options.no_pivot_root,
             terminal: req.terminal,
             stdin: req.stdin,
             stdout: req.stdout,
@@ -678,6 +688,32 @@ impl TaskService {
                 return Err(status(Code::Unimplemented, format!("{SERVICE}/{other} is not a method of this shim")))
             }
         })
+    }
+}
+
+/// The fields this shim reads of containerd's `containerd.runc.v1.Options`,
+/// which `CreateTaskRequest.options` carries when containerd (or CRI's
+/// runtime `options` table) has runc options for the runtime.
+#[derive(Clone, PartialEq, Message)]
+struct RuncOptions {
+    #[prost(bool, tag = "1")]
+    no_pivot_root: bool,
+    #[prost(string, tag = "6")]
+    binary_name: String,
+    #[prost(string, tag = "7")]
+    root: String,
+    #[prost(bool, tag = "9")]
+    systemd_cgroup: bool,
+}
+
+impl RuncOptions {
+    /// The options in `any`, or none when it holds another type (CRI's
+    /// `runtimeoptions.v1.Options`, say) or does not decode.
+    fn from_any(any: &Any) -> Self {
+        if any.type_url.trim_start_matches("type.googleapis.com/") != "containerd.runc.v1.Options" {
+            return Self::default();
+        }
+        Self::decode(any.value.as_slice()).unwrap_or_default()
     }
 }
 
