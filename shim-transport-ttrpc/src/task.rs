@@ -352,7 +352,6 @@ impl TaskService {
             stdout: req.stdout,
             stderr: req.stderr,
             checkpoint: req.checkpoint,
-            ..Default::default()
         };
         match self.shim.create(core_req).await {
             Ok(r) => {
