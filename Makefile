@@ -42,6 +42,7 @@ test: deps
 	SHIM_REQUIRE_RUNC=1 $(CARGO) test --workspace
 	@# The fuzz targets are only checked to compile here; `make fuzz` runs them.
 	$(CARGO) check --manifest-path fuzz/Cargo.toml --bins
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
 daemon:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p shim-examples --target $(HOST)
