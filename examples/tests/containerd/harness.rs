@@ -343,6 +343,8 @@ pub struct Containerd {
     address: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// What was in the shims' socket directory before this containerd.
+    sockets_before: Vec<String>,
     tempdir: Option<tempfile::TempDir>,
     // Last: released only after the cleanup of `Drop` and the removal of
     // the directory.
@@ -372,8 +374,16 @@ impl Containerd {
         let log = dir.join("containerd.log");
         let child = spawn_containerd(&config, &log);
         let namespace = format!("shimtest-{}-{}", std::process::id(), NEXT_NAMESPACE.fetch_add(1, Ordering::Relaxed));
-        let mut containerd =
-            Containerd { namespace, dir, address, log, child: Some(child), tempdir: Some(tempdir), _turn: turn };
+        let mut containerd = Containerd {
+            namespace,
+            dir,
+            address,
+            log,
+            child: Some(child),
+            sockets_before: shim_sockets(),
+            tempdir: Some(tempdir),
+            _turn: turn,
+        };
         containerd.wait_ready();
         let namespace = containerd.namespace.clone();
         containerd.ctr_ok(["namespaces", "create", namespace.as_str()]);
@@ -790,6 +800,12 @@ impl Containerd {
         found
     }
 
+    /// Shim sockets in `/run/containerd/s` that appeared since this
+    /// containerd started and are still there.
+    pub fn new_sockets(&self) -> Vec<String> {
+        shim_sockets().into_iter().filter(|s| !self.sockets_before.contains(s)).collect()
+    }
+
     /// Waits (at most [`WAIT`]) until [`leftovers`](Self::leftovers) is
     /// empty: a shim may still be exiting when `ctr` returns.
     pub fn assert_no_leftovers(&self) {
@@ -936,6 +952,22 @@ impl Containerd {
     }
 }
 
+/// The entries of the directory where shims (ours and containerd's) put
+/// their sockets.
+fn shim_sockets() -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(SHIM_SOCKET_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Where shims put their sockets (containerd's own and ours).
+const SHIM_SOCKET_DIR: &str = "/run/containerd/s";
+
 impl Drop for Containerd {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -946,6 +978,14 @@ impl Drop for Containerd {
         }
         self.stop();
         self.force_clean();
+        // A socket a killed shim could not remove (the Go shim's, after
+        // SIGKILL) is this test's to clean up; nothing listens on it now.
+        for name in self.new_sockets() {
+            let path = Path::new(SHIM_SOCKET_DIR).join(&name);
+            if std::os::unix::net::UnixStream::connect(&path).is_err() {
+                let _ = fs::remove_file(path);
+            }
+        }
         if let Some(dir) = self.tempdir.take() {
             let path = dir.path().to_path_buf();
             if let Err(e) = dir.close() {

@@ -65,6 +65,7 @@ fn run_rm_passes_output_and_status(rt: &Runtime) {
     assert_eq!(delete.payload["pid"], exit.payload["pid"], "{delete:?} vs {exit:?}");
 
     cd.assert_no_leftovers();
+    no_socket_left(&cd, rt);
 }
 
 /// A hand-built OCI image, imported and unpacked into the overlayfs
@@ -92,6 +93,7 @@ fn image_run(rt: &Runtime) {
     assert!(rows[0].contains("Committed"), "snapshots left:\n{snapshots}");
 
     cd.assert_no_leftovers();
+    no_socket_left(&cd, rt);
 }
 
 /// A detached container through its whole life: `task ls`, `ps`, `exec`
@@ -192,6 +194,7 @@ fn detached_session_and_events(rt: &Runtime) {
     assert_eq!(delete.payload["exit_status"], 137, "{delete:?}");
 
     cd.assert_no_leftovers();
+    no_socket_left(&cd, rt);
 }
 
 /// `ctr run -t` under a pseudo-terminal (`script`): the process gets a
@@ -217,6 +220,7 @@ fn tty_run(rt: &Runtime) {
     assert_eq!(out.status.code(), Some(4), "ctr run -t: {shown:?} {:?}\n{}", text(&out.stderr), cd.log_tail());
     assert!(shown.contains("/dev/pts/"), "the process has no terminal: {shown:?}");
     cd.assert_no_leftovers();
+    no_socket_left(&cd, rt);
 }
 
 /// The shim is SIGKILLed while its container runs: containerd notices, runs
@@ -249,6 +253,7 @@ fn shim_killed(rt: &Runtime) {
     let _ = cd.ctr(["task", "delete", "k1"]);
     cd.ctr_ok(["container", "delete", "k1"]);
     cd.assert_no_leftovers();
+    no_socket_left(&cd, rt);
 }
 
 /// containerd restarts while a container runs: afterwards the task is still
@@ -270,6 +275,7 @@ fn containerd_restart(rt: &Runtime) {
     assert!(text(&deleted.stderr).contains("exit code 137"), "{:?}", text(&deleted.stderr));
     cd.ctr_ok(["container", "delete", "s1"]);
     cd.assert_no_leftovers();
+    no_socket_left(&cd, rt);
 }
 
 /// `ctr task ps` with an exec running: both processes listed, the exec's
@@ -292,6 +298,22 @@ fn ps_lists_execs(rt: &Runtime) {
     cd.ctr_ok(["task", "delete", "p1"]);
     cd.ctr_ok(["container", "delete", "p1"]);
     cd.assert_no_leftovers();
+    no_socket_left(&cd, rt);
+}
+
+/// Our shim leaves no socket behind, whatever happened (it removes its own
+/// on exit, and its `delete` removes it after a crash). The Go shim leaves
+/// its socket after a SIGKILL (`reference_shim_killed`); that is not
+/// asserted of it.
+fn no_socket_left(cd: &Containerd, rt: &Runtime) {
+    if rt.is_reference() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while !cd.new_sockets().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "sockets left in /run/containerd/s: {:?}", cd.new_sockets());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn path_str(p: &Path) -> String {
