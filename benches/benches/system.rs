@@ -172,15 +172,7 @@ async fn pid_of_socket(reaper: &Reaper, socket: &Path) -> u32 {
 
 /// RSS and PSS in KiB, and the thread count.
 fn memory(pid: u32) -> (u64, u64, u64) {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
-    let field = |name: &str| {
-        rollup
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let (rss, pss) = shim_benches::resident_kib(pid);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let threads = status
         .lines()
@@ -188,7 +180,7 @@ fn memory(pid: u32) -> (u64, u64, u64) {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    (field("Rss:"), field("Pss:"), threads)
+    (rss, pss, threads)
 }
 
 fn criterion_median(path: &str) -> Option<(f64, f64, f64)> {

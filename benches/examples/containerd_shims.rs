@@ -116,13 +116,18 @@ async fn shim_lifecycle(binary: PathBuf, bundle: PathBuf, id: String, ttrpc: Pat
     call::<_, api::DeleteResponse>(&client, "Delete", api::DeleteRequest { id: id.clone(), ..Default::default() })
         .await;
     step(5);
+    shut_down(client, id, server).await;
+    step(6);
+    (t.elapsed(), steps)
+}
+
+/// Shutdown, as containerd ends a shim, and the reap of its server.
+async fn shut_down(client: Client, id: String, server: u32) {
     // The server may close the connection before it answers Shutdown.
     let shutdown = api::ShutdownRequest { id, now: false };
     let _ = client.call::<_, ()>(SERVICE, "Shutdown", &shutdown, Some(Duration::from_secs(30)), &[]).await;
     drop(client);
     tokio::task::spawn_blocking(move || reap(server)).await.unwrap();
-    step(6);
-    (t.elapsed(), steps)
 }
 
 fn runc(args: &[&str]) {
@@ -224,15 +229,7 @@ impl Running {
 
     /// RSS and PSS (KiB) of the shim's server.
     fn memory(&self) -> (u64, u64) {
-        let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.server)).unwrap();
-        let field = |name: &str| -> u64 {
-            rollup
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap_or(0)
-        };
-        (field("Rss:"), field("Pss:"))
+        shim_benches::resident_kib(self.server)
     }
 
     async fn down(self) {
@@ -246,11 +243,7 @@ impl Running {
             api::DeleteRequest { id: id.clone(), ..Default::default() },
         )
         .await;
-        let _ =
-            self.client.call::<_, ()>(SERVICE, "Shutdown", &api::ShutdownRequest { id, now: false }, None, &[]).await;
-        let server = self.server;
-        drop(self.client);
-        tokio::task::spawn_blocking(move || reap(server)).await.unwrap();
+        shut_down(self.client, id, self.server).await;
     }
 }
 

@@ -22,15 +22,6 @@ use shim_core::proto::v1::{CreateRequest, DeleteRequest, StartRequest, WaitReque
 use shim_core::testing::{require_runc, runc_config, BundleBuilder};
 use shim_core::{EventBus, Reaper, RuncShim, Shim};
 
-/// Resident memory of this process in KiB (smaps_rollup's Rss).
-fn rss_kib() -> u64 {
-    let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("Rss:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Runs runc through the reaper with stdio on /dev/null, as the shim does
 /// for a container without stdio (a pipe would be held open by the
 /// container's init, so reading it to EOF would wait for the container).
@@ -95,7 +86,7 @@ async fn main() {
     // arenas and lazy statics are not billed to the first measured one.
     shim_lifecycle(make(), quick.clone(), format!("many-warm-{tag}")).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = rss_kib();
+    let before = shim_benches::resident_kib("self").0;
     let mut held = Vec::new();
     for i in 0..running {
         let shim = make();
@@ -109,7 +100,7 @@ async fn main() {
         held.push((shim, pid));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let after = rss_kib();
+    let after = shim_benches::resident_kib("self").0;
     for (shim, pid) in held.drain(..) {
         shim.delete(DeleteRequest { pid }).await.unwrap();
     }

@@ -74,6 +74,22 @@ pub fn fake_server_thread(dir: PathBuf, on_thread: impl FnOnce() + Send + 'stati
     }
 }
 
+/// RSS and PSS in KiB of process `pid` (a number, or `"self"`), from
+/// `/proc/PID/smaps_rollup`; panics if the process is gone.
+pub fn resident_kib(pid: impl std::fmt::Display) -> (u64, u64) {
+    let path = format!("/proc/{pid}/smaps_rollup");
+    let rollup = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let field = |name: &str| {
+        rollup
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Rss:"), field("Pss:"))
+}
+
 /// `shim` served in memory.
 pub fn over_mem(shim: Arc<dyn Shim>, encode: bool) -> (MemServer, MemClient) {
     serve(shim, MemOptions { encode, ..Default::default() })

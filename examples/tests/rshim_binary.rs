@@ -8,6 +8,7 @@
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,11 +21,15 @@ use shim_transport_ttrpc::Client;
 const BIN: &str = env!("CARGO_BIN_EXE_containerd-shim-rshim-v1");
 const LIMIT: Duration = Duration::from_secs(10);
 
-fn run(args: &[&str], dir: &std::path::Path, stdin: &[u8], ttrpc: &std::path::Path) -> std::process::Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env("TTRPC_ADDRESS", ttrpc)
+/// Runs the binary in `dir` with `stdin` and TTRPC_ADDRESS `ttrpc` (and
+/// PATH `path`, if given); fails the test if it does not end within LIMIT.
+fn run(args: &[&str], dir: &Path, stdin: &[u8], ttrpc: &Path, path: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).current_dir(dir).env("TTRPC_ADDRESS", ttrpc);
+    if let Some(path) = path {
+        cmd.env("PATH", path);
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -33,8 +38,22 @@ fn run(args: &[&str], dir: &std::path::Path, stdin: &[u8], ttrpc: &std::path::Pa
     let mut input = child.stdin.take().expect("stdin is piped");
     input.write_all(stdin).expect("the shim reads its stdin");
     drop(input);
-    // `start` exits once the server runs: bounded by the test's timeout.
-    child.wait_with_output().expect("the shim's output")
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    rx.recv_timeout(LIMIT).expect("the shim binary ends in time").expect("the shim's output")
+}
+
+/// Connects to the server on `socket`; the client and the server's pid.
+async fn connect(socket: &str, id: &str) -> (Client, u32) {
+    let client = tokio::time::timeout(LIMIT, Client::connect(socket)).await.expect("connect in time").unwrap();
+    let connect: api::ConnectResponse = tokio::time::timeout(
+        LIMIT,
+        client.call(SERVICE, "Connect", &api::ConnectRequest { id: id.into() }, Some(LIMIT), &[]),
+    )
+    .await
+    .expect("answer in time")
+    .unwrap();
+    (client, connect.shim_pid)
 }
 
 /// Waits until `pid` is gone or a zombie (its parent's to reap).
@@ -73,16 +92,7 @@ async fn start_serve_shutdown_and_delete_as_containerd_runs_them() {
         ["-namespace", "rshim-test", "-address", "/run/nowhere/containerd.sock", "-publish-binary", "/bin/true", "-id"];
     let mut args: Vec<&str> = flags.to_vec();
     args.extend([id.as_str(), "start"]);
-    let out = tokio::task::spawn_blocking({
-        let (args, bundle, nowhere, stdin) = (
-            args.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            bundle.to_path_buf(),
-            nowhere.clone(),
-            any.encode_to_vec(),
-        );
-        move || run(&args.iter().map(String::as_str).collect::<Vec<_>>(), &bundle, &stdin, &nowhere)
-    });
-    let out = tokio::time::timeout(LIMIT, out).await.expect("start returns").unwrap();
+    let out = run(&args, bundle, &any.encode_to_vec(), &nowhere, None);
     assert!(out.status.success(), "start failed: {:?}", String::from_utf8_lossy(&out.stderr));
     let printed = String::from_utf8(out.stdout).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stderr), "", "start must print nothing but the address");
@@ -95,24 +105,11 @@ async fn start_serve_shutdown_and_delete_as_containerd_runs_them() {
     assert!(!bundle.join(".address.tmp").exists());
 
     // `start` again while that shim serves: the same address, no new shim.
-    let again = tokio::task::spawn_blocking({
-        let (args, bundle, nowhere) =
-            (args.iter().map(|s| s.to_string()).collect::<Vec<_>>(), bundle.to_path_buf(), nowhere.clone());
-        move || run(&args.iter().map(String::as_str).collect::<Vec<_>>(), &bundle, b"", &nowhere)
-    });
-    let again = tokio::time::timeout(LIMIT, again).await.expect("start returns").unwrap();
+    let again = run(&args, bundle, b"", &nowhere, None);
     assert!(again.status.success(), "{:?}", String::from_utf8_lossy(&again.stderr));
     assert_eq!(String::from_utf8(again.stdout).unwrap(), address);
 
-    let client = tokio::time::timeout(LIMIT, Client::connect(socket)).await.expect("connect in time").unwrap();
-    let connect: api::ConnectResponse = tokio::time::timeout(
-        LIMIT,
-        client.call(SERVICE, "Connect", &api::ConnectRequest { id: id.clone() }, Some(LIMIT), &[]),
-    )
-    .await
-    .expect("answer in time")
-    .unwrap();
-    let server = connect.shim_pid;
+    let (client, server) = connect(socket, &id).await;
     assert!(server > 0 && server != std::process::id());
     // Its own session: the session id is its pid.
     let sid = nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(server as i32))).unwrap();
@@ -135,19 +132,11 @@ async fn start_serve_shutdown_and_delete_as_containerd_runs_them() {
 
     // SIGTERM ends a server too (containerd sends it when it gives up on
     // Shutdown), removing its socket.
-    let out = run(&args, bundle, b"", &nowhere);
+    let out = run(&args, bundle, b"", &nowhere, None);
     assert!(out.status.success(), "second start failed: {:?}", String::from_utf8_lossy(&out.stderr));
-    let client = tokio::time::timeout(LIMIT, Client::connect(socket)).await.expect("connect in time").unwrap();
-    let connect: api::ConnectResponse = tokio::time::timeout(
-        LIMIT,
-        client.call(SERVICE, "Connect", &api::ConnectRequest { id: id.clone() }, Some(LIMIT), &[]),
-    )
-    .await
-    .expect("answer in time")
-    .unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(connect.shim_pid as i32), nix::sys::signal::Signal::SIGTERM)
-        .unwrap();
-    wait_gone(connect.shim_pid);
+    let (_client, server) = connect(socket, &id).await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    wait_gone(server);
     assert!(!std::path::Path::new(socket).exists(), "the socket outlived its server");
 
     // delete: after the shim is gone, again (containerd may retry), and
@@ -155,12 +144,7 @@ async fn start_serve_shutdown_and_delete_as_containerd_runs_them() {
     for path in [None, None, Some("/nonexistent")] {
         let mut args: Vec<&str> = flags.to_vec();
         args.extend([id.as_str(), "-bundle", bundle.to_str().unwrap(), "delete"]);
-        let out = match path {
-            None => run(&args, bundle, b"", &nowhere),
-            Some(p) => {
-                Command::new(BIN).args(&args).current_dir(bundle).env("PATH", p).stdin(Stdio::null()).output().unwrap()
-            }
-        };
+        let out = run(&args, bundle, b"", &nowhere, path);
         assert!(out.status.success(), "delete failed: {:?}", String::from_utf8_lossy(&out.stderr));
         let resp = api::DeleteResponse::decode(out.stdout.as_slice()).expect("a DeleteResponse on stdout");
         assert_eq!(resp.exit_status, 137);

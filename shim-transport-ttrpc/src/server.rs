@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixListener;
@@ -168,17 +169,20 @@ where
         tokio::spawn(async move {
             let what = format!("{}/{}", req.service, req.method);
             tracing::debug!(call = %what, stream = id, "ttrpc request");
-            // The call runs as a task of its own: a deadline ends the wait
-            // for its answer, never the call itself, so a Create or Delete
-            // that changed state half-way still finishes its work.
-            let mut call = tokio::spawn(async move { service.handle(req).await });
+            // A deadline ends the wait for the answer, never the call: a
+            // Create or Delete that changed state half-way still finishes
+            // its work after the DEADLINE_EXCEEDED went out. A panicking
+            // call is answered INTERNAL, and the connection serves on.
+            let call = std::panic::AssertUnwindSafe(service.handle(req)).catch_unwind();
+            tokio::pin!(call);
             let joined = match timeout {
-                None => Some((&mut call).await),
-                Some(t) => tokio::time::timeout(t, &mut call).await.ok(),
+                None => Some(call.as_mut().await),
+                Some(t) => tokio::time::timeout(t, call.as_mut()).await.ok(),
             };
+            let finish = joined.is_none();
             let result = match joined {
                 Some(Ok(r)) => r,
-                Some(Err(e)) => Err(status(Code::Internal, format!("{what}: the call failed: {e}"))),
+                Some(Err(_)) => Err(status(Code::Internal, format!("{what}: the call panicked"))),
                 None => Err(status(
                     Code::DeadlineExceeded,
                     format!("{what}: deadline of {:?} exceeded", timeout.unwrap_or_default()),
@@ -186,6 +190,9 @@ where
             };
             tracing::debug!(call = %what, stream = id, code = result.as_ref().err().map(|s| s.code).unwrap_or(0), "ttrpc reply");
             reply(&tx, id, result);
+            if finish {
+                let _ = call.await;
+            }
         });
     }
     // In-flight calls still answer through their senders; the writer ends

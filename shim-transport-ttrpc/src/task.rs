@@ -224,15 +224,9 @@ impl TaskService {
                 let m =
                     ev::TaskExit { container_id: cid, id, pid: e.pid, exit_status: e.exit_status, exited_at: Some(at) };
                 self.sink.publish("/tasks/exit", any("containerd.events.TaskExit", &m));
-                {
-                    let mut st = self.lock();
-                    if let Some(c) = st.container.as_mut() {
-                        let p = if exec_id.is_empty() { Some(&mut c.init) } else { c.execs.get_mut(&exec_id) };
-                        if let Some(p) = p {
-                            p.exit.get_or_insert((e.exit_status, at));
-                        }
-                    }
-                }
+                self.set(&exec_id, |p| {
+                    p.exit.get_or_insert((e.exit_status, at));
+                });
                 self.changed.notify_waiters();
             }
             core::EventType::Oom => {

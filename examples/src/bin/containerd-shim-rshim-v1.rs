@@ -166,6 +166,14 @@ fn start(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Removes the socket the bundle's `address` file names (the server's,
+/// when it exits; a dead server's, in `delete`).
+fn remove_socket(bundle: &Path) {
+    if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
+        let _ = std::fs::remove_file(address.trim().trim_start_matches("unix://"));
+    }
+}
+
 /// Writes the bundle's `address` file atomically: containerd reads it to
 /// reconnect after a restart.
 fn write_address(bundle: &Path, address: &str) -> Result<(), String> {
@@ -276,9 +284,7 @@ fn serve(args: &Args, bundle: &Path, listener: std::os::unix::net::UnixListener)
         }
         Ok::<(), String>(())
     });
-    if let Ok(path) = std::fs::read_to_string(bundle.join("address")) {
-        let _ = std::fs::remove_file(path.trim().trim_start_matches("unix://"));
-    }
+    remove_socket(&bundle);
     result
 }
 
@@ -297,9 +303,7 @@ fn delete(args: &Args) -> Result<(), String> {
         let _ = writeln!(std::io::stderr(), "containerd-shim-rshim-v1: delete: {e}");
     }
     shim_transport_ttrpc::rootfs::unmount(&bundle);
-    if let Ok(path) = std::fs::read_to_string(bundle.join("address")) {
-        let _ = std::fs::remove_file(path.trim().trim_start_matches("unix://"));
-    }
+    remove_socket(&bundle);
     let _ = std::fs::remove_dir_all(bundle.join(".rshim"));
     let resp = DeleteResponse {
         pid: 0,

@@ -748,8 +748,7 @@ impl Containerd {
             let cmdline = fs::read(proc_dir.join("cmdline")).unwrap_or_default();
             let shown = text(&cmdline).replace('\0', " ").trim().to_string();
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            let by_arg =
-                args.windows(2).any(|w| matches!(w, [flag, value] if *flag == b"-address" && *value == address));
+            let by_arg = flag_is(&args, b"-address", address);
             let environ = fs::read(proc_dir.join("environ")).unwrap_or_default();
             let by_env = environ.split(|b| *b == 0).any(|kv| kv == ttrpc_env.as_slice());
             if by_arg || by_env {
@@ -838,15 +837,15 @@ impl Containerd {
     /// Pids of the shim processes serving container `id` in this
     /// containerd (their command line names its address and the id).
     pub fn shim_pids(&self, id: &str) -> Vec<i32> {
-        let address = path_str(&self.address);
+        let address = self.address.as_os_str().as_bytes();
         let mut pids = Vec::new();
-        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else { continue };
-            let args: Vec<String> =
-                cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-            let has = |flag: &str, value: &str| args.windows(2).any(|w| w[0] == flag && w[1] == value);
-            if has("-address", &address) && has("-id", id) {
+        for proc_dir in entries(Path::new("/proc")) {
+            let Some(pid) = proc_dir.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            let cmdline = fs::read(proc_dir.join("cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            if flag_is(&args, b"-address", address) && flag_is(&args, b"-id", id.as_bytes()) {
                 pids.push(pid);
             }
         }
@@ -950,6 +949,11 @@ impl Containerd {
             std::thread::sleep(POLL);
         }
     }
+}
+
+/// Whether Go-style flag `flag` is followed by `value` in a command line.
+fn flag_is(args: &[&[u8]], flag: &[u8], value: &[u8]) -> bool {
+    args.windows(2).any(|w| matches!(w, [f, v] if *f == flag && *v == value))
 }
 
 /// The entries of the directory where shims (ours and containerd's) put
