@@ -40,6 +40,8 @@ pub(crate) struct RuncCli {
     pub reaper: Reaper,
     /// A call still running after this is killed and fails.
     pub timeout: Option<std::time::Duration>,
+    /// Files of earlier calls, removed while this call's process runs.
+    pub trash: super::Trash,
 }
 
 impl RuncCli {
@@ -97,6 +99,8 @@ impl RuncCli {
             }
         })?;
         let pid = waiter.pid();
+        // The runtime takes milliseconds; this thread would only wait.
+        self.trash.empty();
         let finished = async {
             match captured {
                 Some(fd) => {
