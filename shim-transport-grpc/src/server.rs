@@ -445,10 +445,7 @@ where
     let shim_server = ShimServer::new(service)
         .max_decoding_message_size(options.max_message)
         .max_encoding_message_size(options.max_message);
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(shim_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection = LazyReflection::default();
     let (reporter, health) = tonic_health::server::health_reporter();
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
@@ -479,6 +476,55 @@ where
 }
 
 type Task = tokio::task::JoinHandle<Result<(), ServeError>>;
+
+type Erased = tower::util::BoxCloneSyncService<
+    http::Request<tonic::body::Body>,
+    http::Response<tonic::body::Body>,
+    std::convert::Infallible,
+>;
+
+/// The reflection service (`grpc.reflection.v1`), built on its first call.
+///
+/// Building it decodes the whole descriptor set of the API and indexes
+/// every symbol: done at start-up, that was a third of the heap pages a
+/// daemon touched before it could serve (about 60 of 200 page faults) and
+/// memory it kept for its whole life, for a service only tools such as
+/// `grpcurl` ever call.
+#[derive(Clone, Default)]
+struct LazyReflection(Arc<std::sync::OnceLock<Result<Erased, String>>>);
+
+impl tonic::server::NamedService for LazyReflection {
+    const NAME: &'static str = "grpc.reflection.v1.ServerReflection";
+}
+
+fn build_reflection() -> Result<Erased, String> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(shim_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map(Erased::new)
+        .map_err(|e| e.to_string())
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for LazyReflection {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        use tower::ServiceExt;
+        match self.0.get_or_init(build_reflection) {
+            Ok(service) => Box::pin(service.clone().oneshot(req)),
+            Err(e) => {
+                let status = Status::internal(format!("reflection service: {e}"));
+                Box::pin(std::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
 
 /// Serves `shim` on the unix socket `path` (see [`bind_unix`] for the
 /// checks made), with the health and reflection services.

@@ -241,6 +241,17 @@ async fn health_and_reflection_are_served() {
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"containerd.shim.v1.Shim".to_string()), "{names:?}");
+    // The service is built on the first call; later calls reuse it.
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol("containerd.shim.v1.Shim".into())),
+    };
+    let mut responses = reflection.server_reflection_info(futures::stream::iter([request])).await.unwrap().into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
+        panic!("unexpected reflection response {response:?}");
+    };
+    assert_eq!(files.file_descriptor_proto.len(), 1);
     server.shutdown().await.unwrap();
 }
 
