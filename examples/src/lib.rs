@@ -10,3 +10,4 @@ pub mod daemon;
 pub mod demo;
 pub mod logs;
 pub mod many;
+pub mod memory;

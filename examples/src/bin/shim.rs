@@ -159,12 +159,10 @@ fn main() -> ExitCode {
         if let Some(mut f) = report {
             let _ = writeln!(f, "ready {}", socket.display());
         }
-        // What start-up allocated and freed (argument parsing, setup) goes
-        // back to the system rather than staying resident for the shim's life.
-        // SAFETY: malloc_trim only releases free memory of the allocator.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        // What start-up allocated and freed (argument parsing, set-up) and,
+        // a little later, the code it ran go back to the system rather than
+        // staying resident for the shim's life.
+        shim_examples::memory::after_start_up();
     }));
     match result {
         Ok(()) => ExitCode::SUCCESS,
