@@ -277,7 +277,10 @@ impl Reaper {
         let read = |pipe: Option<std::fs::File>| async move {
             let mut buf = Vec::new();
             if let Some(file) = pipe {
-                let mut rx = tokio::net::unix::pipe::Receiver::from_file_unchecked(file)?;
+                // `from_file` makes the pipe non-blocking: read blocking, one
+                // pipe's read would stall the runtime's thread, and a child
+                // filling the other pipe meanwhile would never finish.
+                let mut rx = tokio::net::unix::pipe::Receiver::from_file(file)?;
                 rx.read_to_end(&mut buf).await?;
             }
             io::Result::Ok(buf)
@@ -520,6 +523,37 @@ mod tests {
             assert_eq!(out.stdout, format!("out{i}\n").into_bytes());
             assert_eq!(out.stderr, b"err\n".to_vec());
         }
+    }
+
+    #[test]
+    fn output_never_blocks_the_runtime_on_a_pipe() {
+        let reaper = match Reaper::start() {
+            Ok(r) => r,
+            Err(e) => panic!("reaper: {e}"),
+        };
+        // 32 bytes (what the first read of the output asks for) and then a
+        // second of silence: a blocking pipe would hold the runtime's only
+        // thread in read() for that second, and the ticker could not run.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = runtime();
+            let got = rt.block_on(async {
+                let ticker = tokio::spawn(async {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    Instant::now()
+                });
+                let mut cmd = Command::new("sh");
+                cmd.args(["-c", "printf %032d 0; sleep 1; head -c 204800 /dev/zero >&2; echo"]);
+                let out = reaper.output(&mut cmd).await;
+                let finished = Instant::now();
+                let ticked = ticker.await.unwrap_or(finished);
+                let out = out.map(|o| (o.stdout.len(), o.stderr.len())).ok();
+                (out, finished.saturating_duration_since(ticked) > Duration::from_millis(500))
+            });
+            let _ = tx.send(got);
+        });
+        let got = rx.recv_timeout(Duration::from_secs(30));
+        assert_eq!(got.ok(), Some((Some((33, 204_800)), true)), "(output, the runtime ran during the command)");
     }
 
     #[test]
