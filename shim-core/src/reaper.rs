@@ -29,9 +29,10 @@
 //! zombie child is left alone for [`STRANGER_GRACE`] (2 s), which is ample
 //! for a program that waits for its own children (`output()`, `status()`,
 //! `wait()`, tokio's SIGCHLD handling all reap at once); one still a zombie
-//! after that is an orphan, and is reaped so that no zombie stays. Children
-//! are looked for every [`SCAN_INTERVAL`] (1 s), in
-//! `/proc/self/task/*/children`. A program that waits for a child of its own
+//! after that is an orphan, and is reaped so that no zombie stays. Every
+//! [`SCAN_INTERVAL`] (1 s) the reaper asks whether any child is a zombie
+//! (`waitid` with `WNOWAIT`, which reaps nothing), and only then looks
+//! through `/proc/self/task/*/children`. A program that waits for a child of its own
 //! later than 2 s after it exited must spawn it through [`Reaper::spawn`]
 //! instead.
 //!
@@ -383,6 +384,17 @@ fn reap_known(table: &mut Table, pid: i32) {
     }
 }
 
+/// Whether any child of this process (of any of its threads) is a zombie
+/// now. Nothing is reaped: `WNOWAIT` leaves it waitable.
+fn any_zombie_child() -> bool {
+    // SAFETY: an all-zero siginfo_t is valid; waitid writes into it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid with a valid siginfo pointer; WNOHANG so it never blocks.
+    let rc = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
+    // SAFETY: si_pid is the field waitid fills (0 when no child was ready).
+    rc == 0 && unsafe { info.si_pid() } != 0
+}
+
 /// The process's children that are zombies now.
 fn zombie_children() -> Vec<i32> {
     let mut zombies = Vec::new();
@@ -405,6 +417,16 @@ fn zombie_children() -> Vec<i32> {
 /// directly; unknown zombies are reaped once they were seen for
 /// [`STRANGER_GRACE`].
 fn scan(inner: &Inner) {
+    {
+        let table = inner.lock();
+        let unpolled = table.waiters.keys().any(|p| !table.pidfds.contains_key(p));
+        // The usual case, every second of an idle shim: nothing to do. One
+        // syscall says so, instead of reading a /proc file per child (which
+        // also kept the code for it resident).
+        if !unpolled && table.strangers.is_empty() && !any_zombie_child() {
+            return;
+        }
+    }
     let zombies = zombie_children();
     let now = Instant::now();
     let mut table = inner.lock();
