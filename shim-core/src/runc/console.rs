@@ -81,7 +81,15 @@ impl ConsoleSocket {
                         return Err(io::Error::new(io::ErrorKind::InvalidData, "console socket message carried no fd"));
                     }
                     // One master is expected; any extra fds are closed here.
-                    return Ok(owned.swap_remove(0));
+                    let master = owned.swap_remove(0);
+                    // The pumps read and write it through tokio, which needs
+                    // it non-blocking; runc's happens to be, another
+                    // runtime's need not be (a blocking master would stall
+                    // the shim's thread on a read).
+                    let flags = nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_GETFL).map_err(io::Error::from)?;
+                    let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+                    nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
+                    return Ok(master);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
