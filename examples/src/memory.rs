@@ -2,24 +2,55 @@
 
 use std::time::Duration;
 
-/// How long after it starts serving a shim gives its code pages back (see
-/// [`release_code_pages`]). Not at once: a short-lived container (`ctr run
-/// --rm`, `shimctl run`) would pay for faulting the code back in on its first
-/// calls (0.8 ms measured on Create and Start).
+/// How long a shim must have touched no new memory pages before it gives its
+/// code pages back (see [`release_code_pages`]); checked this often. Not at
+/// once: a short-lived container (`ctr run --rm`, `shimctl run`) would pay
+/// for faulting the code back in on its next calls (0.8 ms measured over a
+/// Create and Start), and so does the first call after each idle period.
 pub const CODE_RELEASE_AFTER: Duration = Duration::from_secs(2);
 
-/// Gives back what start-up allocated and freed (`malloc_trim`), and after
-/// [`CODE_RELEASE_AFTER`] the binary's code pages (see
-/// [`release_code_pages`]). Call once the shim serves, from its runtime.
+/// Gives back what start-up allocated and freed (`malloc_trim`) and starts
+/// the idle trimmer: whenever the shim touched new pages (ran code it had
+/// not mapped) and then stayed idle for [`CODE_RELEASE_AFTER`], its code
+/// pages go back (see [`release_code_pages`]). An idle shim, which is what a
+/// shim is for most of its container's life, so holds only what it keeps
+/// using. Call once the shim serves, from its runtime.
 pub fn after_start_up() {
     // SAFETY: malloc_trim only releases free memory of the allocator.
     unsafe {
         libc::malloc_trim(0);
     }
     tokio::spawn(async {
-        tokio::time::sleep(CODE_RELEASE_AFTER).await;
-        release_code_pages();
+        let mut last = minor_faults();
+        // The fault count when the code was last released; `None` for the
+        // period right after a release, whose faults are the trimmer's own
+        // code coming back.
+        let mut released: Option<u64> = Some(0);
+        loop {
+            tokio::time::sleep(CODE_RELEASE_AFTER).await;
+            let now = minor_faults();
+            match released {
+                None => released = Some(now),
+                Some(at) if now == last && now != at => {
+                    release_code_pages();
+                    released = None;
+                }
+                Some(_) => {}
+            }
+            last = minor_faults();
+        }
     });
+}
+
+/// The process's minor page faults so far: pages it mapped on first touch.
+fn minor_faults() -> u64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage struct.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    u64::try_from(usage.ru_minflt).unwrap_or(0)
 }
 
 /// Drops this binary's code and read-only data from the process's resident
@@ -35,8 +66,26 @@ pub fn after_start_up() {
 /// relocation it may be a private copy that only exists in memory. Pages
 /// holding state (writable mappings, heap, stacks) are never touched.
 pub fn release_code_pages() {
-    let Ok(exe) = std::fs::read_link("/proc/self/exe") else { return };
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return };
+    for (addr, len, code) in read_only_mappings() {
+        // SAFETY: advice on read-only mappings of this process's own binary.
+        // PAGEOUT keeps every page's content (a private copy cannot be paged
+        // out without swap and stays). DONTNEED is given only for code,
+        // which is never written, so the kernel reloads exactly the same
+        // bytes from the file when a page is used again.
+        unsafe {
+            libc::madvise(addr, len, libc::MADV_PAGEOUT);
+            if code {
+                libc::madvise(addr, len, libc::MADV_DONTNEED);
+            }
+        }
+    }
+}
+
+/// This binary's read-only mappings: (address, length, whether code).
+fn read_only_mappings() -> Vec<(*mut libc::c_void, usize, bool)> {
+    let mut found = Vec::new();
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else { return found };
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return found };
     let exe = exe.to_string_lossy();
     for line in maps.lines() {
         let mut fields = line.split_whitespace();
@@ -46,17 +95,7 @@ pub fn release_code_pages() {
         }
         let Some((start, end)) = range.split_once('-') else { continue };
         let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else { continue };
-        let (addr, len) = (start as *mut libc::c_void, end.saturating_sub(start));
-        // SAFETY: advice on read-only mappings of this process's own binary.
-        // PAGEOUT keeps every page's content (a private copy cannot be paged
-        // out without swap and stays). DONTNEED is given only for code,
-        // which is never written, so the kernel reloads exactly the same
-        // bytes from the file when a page is used again.
-        unsafe {
-            libc::madvise(addr, len, libc::MADV_PAGEOUT);
-            if perms == "r-xp" {
-                libc::madvise(addr, len, libc::MADV_DONTNEED);
-            }
-        }
+        found.push((start as *mut libc::c_void, end.saturating_sub(start), perms == "r-xp"));
     }
+    found
 }
