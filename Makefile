@@ -48,12 +48,14 @@ daemon:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p shim-examples --target $(HOST)
 	@echo "built $(STATIC_SHIM) and $(dir $(STATIC_SHIM))shimctl"
 
+# Every table of docs/PERFORMANCE.md, in one run: the example benches save
+# theirs in target/bench/, and the system bench, last, writes the document.
 bench: deps daemon
 	$(CARGO) bench -p shim-benches --bench rpc -- --warm-up-time 1 --measurement-time 3
+	mkdir -p target/bench
+	$(CARGO) run --release -p shim-benches --example many > target/bench/many.md
+	RSHIM_BIN=$(dir $(STATIC_SHIM))containerd-shim-rshim-v1 $(CARGO) run --release -p shim-benches --example containerd_shims > target/bench/containerd.md
 	SHIM_BIN=$(STATIC_SHIM) $(CARGO) bench -p shim-benches --bench system
-	@# Printed, not written: their tables are kept by hand in the Notes of docs/PERFORMANCE.md.
-	$(CARGO) run --release -p shim-benches --example many
-	RSHIM_BIN=$(dir $(STATIC_SHIM))containerd-shim-rshim-v1 $(CARGO) run --release -p shim-benches --example containerd_shims
 
 # Runs each fuzz target for FUZZ_SECONDS. cargo-fuzz wants nightly flags;
 # RUSTC_BOOTSTRAP lets the stable toolchain accept them.

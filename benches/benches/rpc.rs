@@ -84,11 +84,13 @@ fn rpc(c: &mut Criterion) {
 
 fn events(c: &mut Criterion) {
     const N: u64 = 20_000;
+    // The shipped ring (256 events): the publisher sends half a ring, then
+    // waits until every subscriber has it, as a shim's events come between
+    // its other work; a subscriber never falls a whole ring behind.
+    const CHUNK: u64 = shim_core::events::DEFAULT_EVENT_BUFFER as u64 / 2;
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    // The ring holds a whole burst, so no subscriber lags: this measures
-    // delivery, not the lag policy.
-    let (fake, _) = rt.block_on(fake_with_container(dir.path(), N as usize + 16));
+    let (fake, _) = rt.block_on(fake_with_container(dir.path(), shim_core::events::DEFAULT_EVENT_BUFFER));
     let (_mem_server, mem) = rt.block_on(async { over_mem(fake.clone(), false) });
     let (_grpc_server, grpc) = rt.block_on(over_grpc(fake.clone(), dir.path()));
     let transports: Vec<(&str, Arc<dyn Shim>)> = vec![("mem", Arc::new(mem)), ("grpc-unix", Arc::new(grpc))];
@@ -108,21 +110,32 @@ fn events(c: &mut Criterion) {
                             for _ in 0..subscribers {
                                 streams.push(shim.events(EventsRequest::default()).await.unwrap());
                             }
+                            let (progress, mut progressed) = tokio::sync::mpsc::unbounded_channel();
                             let readers: Vec<_> = streams
                                 .into_iter()
                                 .map(|mut s| {
+                                    let progress = progress.clone();
                                     tokio::spawn(async move {
-                                        let mut n = 0u64;
-                                        while n < N {
+                                        for n in 1..=N {
                                             s.next().await.unwrap().unwrap();
-                                            n += 1;
+                                            if n % CHUNK == 0 || n == N {
+                                                progress.send(()).unwrap();
+                                            }
                                         }
                                     })
                                 })
                                 .collect();
                             let start = Instant::now();
-                            for i in 0..N {
-                                bus.publish(Event::new("bench", EventType::Exit, i as u32, 0));
+                            let mut i = 0;
+                            while i < N {
+                                let end = (i + CHUNK).min(N);
+                                for pid in i..end {
+                                    bus.publish(Event::new("bench", EventType::Exit, pid as u32, 0));
+                                }
+                                i = end;
+                                for _ in 0..subscribers {
+                                    progressed.recv().await.unwrap();
+                                }
                             }
                             for r in readers {
                                 r.await.unwrap();

@@ -7,44 +7,42 @@
 //!
 //! Both sides of the ratio run `runc create --bundle B --pid-file F ID`,
 //! `runc start ID`, wait for the init's exit (busybox `true`) and
-//! `runc delete ID`, all concurrently, in the same process, with the same
+//! `runc delete ID` (each with `--log F --log-format json`, as the shim
+//! runs them), all concurrently, in the same process, with the same
 //! reaper; the shim side also opens no stdio (empty paths) and publishes
 //! events on one shared bus.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a benchmark may panic
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use shim_benches::{raw_runc, read_pid};
 use shim_core::proto::v1::{CreateRequest, DeleteRequest, StartRequest, WaitRequest};
 use shim_core::testing::{require_runc, runc_config, BundleBuilder};
 use shim_core::{EventBus, Reaper, RuncShim, Shim};
 
-/// Runs runc through the reaper with stdio on /dev/null, as the shim does
-/// for a container without stdio (a pipe would be held open by the
-/// container's init, so reading it to EOF would wait for the container).
-async fn runc(reaper: &Reaper, args: &[&str]) {
-    let mut cmd = Command::new("runc");
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    let (_child, waiter) = reaper.spawn(&mut cmd).unwrap();
-    let exit = waiter.wait().await.unwrap();
-    assert_eq!(exit.status, 0, "runc {args:?} failed");
-}
-
-/// One raw lifecycle: the runc commands the shim runs, nothing else.
+/// One raw lifecycle: the runc commands and flags the shim runs, nothing else.
 async fn raw_lifecycle(reaper: Reaper, bundle: PathBuf, dir: PathBuf, id: String) {
-    let pid_file = dir.join(format!("{id}.pid"));
+    let (pid_file, log) = (dir.join(format!("{id}.pid")), dir.join(format!("{id}.log")));
     let monitor = reaper.monitor();
-    runc(&reaper, &["create", "--bundle", bundle.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), &id])
-        .await;
-    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-    let exit = monitor.watch(pid);
+    let args: [&OsStr; 6] = [
+        "create".as_ref(),
+        "--bundle".as_ref(),
+        bundle.as_ref(),
+        "--pid-file".as_ref(),
+        pid_file.as_ref(),
+        id.as_ref(),
+    ];
+    raw_runc(&reaper, &log, &args).await;
+    let exit = monitor.watch(read_pid(&pid_file));
     drop(monitor);
-    runc(&reaper, &["start", &id]).await;
+    raw_runc(&reaper, &log, &["start".as_ref(), id.as_ref()]).await;
     exit.wait().await.unwrap();
-    runc(&reaper, &["delete", &id]).await;
+    raw_runc(&reaper, &log, &["delete".as_ref(), id.as_ref()]).await;
+    let _ = std::fs::remove_file(pid_file);
 }
 
 async fn shim_lifecycle(shim: Arc<RuncShim>, bundle: PathBuf, id: String) {
@@ -145,7 +143,7 @@ async fn main() {
     println!("| {rounds} concurrent lifecycles (`true`) | median of {ROUNDS} | all rounds (ms) |\n|---|---|---|");
     println!("| through {rounds} RuncShims in one process | {:.0} ms | {} |", s.as_secs_f64() * 1e3, ms(&shim_times));
     println!(
-        "| raw runc (create --pid-file, start, wait, delete) | {:.0} ms | {} |",
+        "| raw runc (create --pid-file, start, wait, delete; the shim's log flags) | {:.0} ms | {} |",
         r.as_secs_f64() * 1e3,
         ms(&raw_times)
     );

@@ -107,3 +107,124 @@ pub async fn over_grpc(shim: Arc<dyn Shim>, dir: &Path) -> (GrpcServer, GrpcShim
         Err(e) => panic!("connect: {e}"),
     }
 }
+
+/// Runs `runc --log LOG --log-format json ARGS` through `reaper`, with stdio
+/// on `/dev/null`, exactly as the shim runs runc for a container that asks
+/// for no stdio (a pipe would be inherited by the container's init, and
+/// reading it to its end would wait for the container). Panics unless runc
+/// succeeds; returns how long it took, spawn to reaped. The log is removed.
+pub async fn raw_runc(reaper: &shim_core::Reaper, log: &Path, args: &[&std::ffi::OsStr]) -> std::time::Duration {
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new("runc");
+    cmd.arg("--log").arg(log).args(["--log-format", "json"]).args(args);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let start = std::time::Instant::now();
+    let waiter = match reaper.spawn(&mut cmd) {
+        Ok((_child, waiter)) => waiter,
+        Err(e) => panic!("runc: {e}"),
+    };
+    let exit = waiter.wait().await;
+    let took = start.elapsed();
+    if exit.map(|e| e.status) != Some(0) {
+        let log_text = std::fs::read_to_string(log).unwrap_or_default();
+        panic!("runc {args:?} failed: {log_text}");
+    }
+    let _ = std::fs::remove_file(log);
+    took
+}
+
+/// Reads a runc pid file.
+pub fn read_pid(path: &Path) -> u32 {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.trim().parse().unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Instants of the shim's own debug events around each runtime process
+/// ("runtime": about to spawn it; "runtime exited": reaped), recorded while
+/// switched on. Install with [`StepMarks::install`] before any shim runs.
+#[derive(Clone, Default)]
+pub struct StepMarks {
+    on: Arc<std::sync::atomic::AtomicBool>,
+    seen: Arc<std::sync::Mutex<Vec<(std::time::Instant, Mark)>>>,
+}
+
+/// What a [`StepMarks`] instant marks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mark {
+    /// The shim is about to spawn a runtime process.
+    Spawn,
+    /// The shim has the runtime process's exit.
+    Reaped,
+}
+
+impl StepMarks {
+    /// Makes a recorder the process's tracing subscriber (for `shim_core`'s
+    /// debug events only) and returns it.
+    pub fn install() -> Self {
+        use tracing_subscriber::layer::SubscriberExt;
+        let marks = Self::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::filter::Targets::new().with_target("shim_core", tracing::Level::DEBUG))
+            .with(marks.clone());
+        if tracing::subscriber::set_global_default(subscriber).is_err() {
+            panic!("a tracing subscriber was installed already");
+        }
+        marks
+    }
+
+    /// Starts or stops recording; either way, forgets what was recorded.
+    pub fn record(&self, on: bool) {
+        self.take();
+        self.on.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// What was recorded since the last call.
+    pub fn take(&self) -> Vec<(std::time::Instant, Mark)> {
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+struct MessageOf(Option<Mark>);
+
+impl tracing::field::Visit for MessageOf {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = match format!("{value:?}").as_str() {
+                "runtime" => Some(Mark::Spawn),
+                "runtime exited" => Some(Mark::Reaped),
+                _ => None,
+            };
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for StepMarks {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if !self.on.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let mut message = MessageOf(None);
+        event.record(&mut message);
+        if let Some(mark) = message.0 {
+            self.seen.lock().unwrap_or_else(|e| e.into_inner()).push((now, mark));
+        }
+    }
+}
+
+/// Splits one call of the shim, from `start` to `end`, into its own work
+/// before the first runtime process, the runtime processes, and its own
+/// work after the last: `None` if it ran none.
+pub fn split_call(
+    start: std::time::Instant,
+    end: std::time::Instant,
+    marks: &[(std::time::Instant, Mark)],
+) -> Option<[std::time::Duration; 3]> {
+    let spawn = marks.iter().find(|m| m.1 == Mark::Spawn)?.0;
+    let reaped = marks.iter().rev().find(|m| m.1 == Mark::Reaped)?.0;
+    Some([
+        spawn.saturating_duration_since(start),
+        reaped.saturating_duration_since(spawn),
+        end.saturating_duration_since(reaped),
+    ])
+}
