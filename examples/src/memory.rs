@@ -2,55 +2,84 @@
 
 use std::time::Duration;
 
-/// How long a shim must have touched no new memory pages before it gives its
-/// code pages back (see [`release_code_pages`]); checked this often. Not at
-/// once: a short-lived container (`ctr run --rm`, `shimctl run`) would pay
-/// for faulting the code back in on its next calls (0.8 ms measured over a
-/// Create and Start), and so does the first call after each idle period.
+/// How often the idle trimmer looks at the shim (see [`after_start_up`]).
+/// Not at once after activity: a short-lived container (`ctr run --rm`,
+/// `shimctl run`) would pay for faulting the code back in on its next calls
+/// (0.8 ms measured over a Create and Start), and so does the first call
+/// after each idle period.
 pub const CODE_RELEASE_AFTER: Duration = Duration::from_secs(2);
 
+/// Less CPU than this in one [`CODE_RELEASE_AFTER`] period is idle: the
+/// reaper's once-a-second check and the trimmer itself take microseconds.
+const IDLE_CPU: Duration = Duration::from_millis(1);
+
+/// More new pages than this since the last release are worth giving back;
+/// fewer are what the idle shim itself touches again after a release.
+const WORTH_RELEASING: u64 = 32;
+
 /// Gives back what start-up allocated and freed (`malloc_trim`) and starts
-/// the idle trimmer: whenever the shim touched new pages (ran code it had
-/// not mapped) and then stayed idle for [`CODE_RELEASE_AFTER`], its code
-/// pages go back (see [`release_code_pages`]). An idle shim, which is what a
-/// shim is for most of its container's life, so holds only what it keeps
-/// using. Call once the shim serves, from its runtime.
+/// the idle trimmer: every [`CODE_RELEASE_AFTER`], if the shim used almost
+/// no CPU in that period (idle) and has mapped pages since its code was last
+/// given back, the code pages go back again (see [`release_code_pages`]).
+/// An idle shim, which is what a shim is for most of its container's life,
+/// so holds only what it keeps using. Call once the shim serves, from its
+/// runtime.
 pub fn after_start_up() {
     // SAFETY: malloc_trim only releases free memory of the allocator.
     unsafe {
         libc::malloc_trim(0);
     }
     tokio::spawn(async {
-        let mut last = minor_faults();
-        // The fault count when the code was last released; `None` for the
-        // period right after a release, whose faults are the trimmer's own
-        // code coming back.
-        let mut released: Option<u64> = Some(0);
+        let mut last = usage();
+        // The page faults counted once the last release had settled; `None`
+        // for the period right after a release, whose faults are the shim's
+        // idle code coming back.
+        let mut settled: Option<u64> = Some(0);
         loop {
             tokio::time::sleep(CODE_RELEASE_AFTER).await;
-            let now = minor_faults();
-            match released {
-                None => released = Some(now),
-                Some(at) if now == last && now != at => {
+            let now = usage();
+            let idle = now.cpu.saturating_sub(last.cpu) < IDLE_CPU;
+            match settled {
+                None => settled = Some(now.faults),
+                Some(at) if idle && now.faults > at + WORTH_RELEASING => {
                     release_code_pages();
-                    released = None;
+                    settled = None;
                 }
                 Some(_) => {}
             }
-            last = minor_faults();
+            last = usage();
         }
     });
 }
 
-/// The process's minor page faults so far: pages it mapped on first touch.
-fn minor_faults() -> u64 {
+/// CPU time used and minor page faults (pages mapped on first touch) of the
+/// whole process so far.
+struct Usage {
+    cpu: Duration,
+    faults: u64,
+}
+
+fn usage() -> Usage {
     // SAFETY: getrusage fills the zeroed struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid pointer to a rusage struct.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return 0;
-    }
-    u64::try_from(usage.ru_minflt).unwrap_or(0)
+    let faults = if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } == 0 {
+        u64::try_from(u.ru_minflt).unwrap_or(0)
+    } else {
+        0
+    };
+    // The process's CPU clock counts every nanosecond its threads ran;
+    // getrusage's times are sampled at the scheduler tick and miss a shim
+    // that runs for a few hundred microseconds at a time.
+    // SAFETY: clock_gettime fills the zeroed struct it is given.
+    let mut t: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a timespec.
+    let cpu = if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) } == 0 {
+        Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
+    } else {
+        Duration::ZERO
+    };
+    Usage { cpu, faults }
 }
 
 /// Drops this binary's code and read-only data from the process's resident
