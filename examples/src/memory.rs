@@ -13,14 +13,10 @@ pub const CODE_RELEASE_AFTER: Duration = Duration::from_secs(2);
 /// reaper's once-a-second check and the trimmer itself take microseconds.
 const IDLE_CPU: Duration = Duration::from_millis(1);
 
-/// More new pages than this since the last release are worth giving back;
-/// fewer are what the idle shim itself touches again after a release.
-const WORTH_RELEASING: u64 = 32;
-
 /// Gives back what start-up allocated and freed (`malloc_trim`) and starts
-/// the idle trimmer: every [`CODE_RELEASE_AFTER`], if the shim used almost
-/// no CPU in that period (idle) and has mapped pages since its code was last
-/// given back, the code pages go back again (see [`release_code_pages`]).
+/// the idle trimmer: every [`CODE_RELEASE_AFTER`] it looks at the CPU the
+/// shim used; in the first idle period after a busy one (or after start-up)
+/// the code pages go back (see [`release_code_pages`]).
 /// An idle shim, which is what a shim is for most of its container's life,
 /// so holds only what it keeps using. Call once the shim serves, from its
 /// runtime.
@@ -30,56 +26,36 @@ pub fn after_start_up() {
         libc::malloc_trim(0);
     }
     tokio::spawn(async {
-        let mut last = usage();
-        // The page faults counted once the last release had settled; `None`
-        // for the period right after a release, whose faults are the shim's
-        // idle code coming back.
-        let mut settled: Option<u64> = Some(0);
+        let mut last = cpu_time();
+        // Start-up counts as activity.
+        let mut was_busy = true;
         loop {
             tokio::time::sleep(CODE_RELEASE_AFTER).await;
-            let now = usage();
-            let idle = now.cpu.saturating_sub(last.cpu) < IDLE_CPU;
-            match settled {
-                None => settled = Some(now.faults),
-                Some(at) if idle && now.faults > at + WORTH_RELEASING => {
-                    release_code_pages();
-                    settled = None;
-                }
-                Some(_) => {}
+            let idle = cpu_time().saturating_sub(last) < IDLE_CPU;
+            // Once per idle stretch: releasing again while idle would only
+            // make the shim fault its idle code back in every period.
+            if idle && was_busy {
+                release_code_pages();
             }
-            last = usage();
+            was_busy = !idle;
+            // Taken after the release, so its own work is not activity.
+            last = cpu_time();
         }
     });
 }
 
-/// CPU time used and minor page faults (pages mapped on first touch) of the
-/// whole process so far.
-struct Usage {
-    cpu: Duration,
-    faults: u64,
-}
-
-fn usage() -> Usage {
-    // SAFETY: getrusage fills the zeroed struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a rusage struct.
-    let faults = if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } == 0 {
-        u64::try_from(u.ru_minflt).unwrap_or(0)
-    } else {
-        0
-    };
-    // The process's CPU clock counts every nanosecond its threads ran;
-    // getrusage's times are sampled at the scheduler tick and miss a shim
-    // that runs for a few hundred microseconds at a time.
+/// CPU time used by the whole process so far. The process's CPU clock counts
+/// every nanosecond its threads ran; getrusage's times are sampled at the
+/// scheduler tick and miss a shim that runs for a few hundred microseconds
+/// at a time.
+fn cpu_time() -> Duration {
     // SAFETY: clock_gettime fills the zeroed struct it is given.
     let mut t: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: a valid pointer to a timespec.
-    let cpu = if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) } == 0 {
-        Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
-    } else {
-        Duration::ZERO
-    };
-    Usage { cpu, faults }
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
 }
 
 /// Drops this binary's code and read-only data from the process's resident
