@@ -82,30 +82,14 @@ fn stats(samples: &mut [Duration]) -> Stats {
     Stats { median: at(0.5), p10: at(0.1), p90: at(0.9) }
 }
 
-/// Create, start, wait for the init's exit, delete: the runc commands and
-/// flags of the shim (`--log F --log-format json`, `--pid-file`), no more.
+/// A raw lifecycle (see [`shim_benches::raw_lifecycle`]), its steps recorded.
 async fn raw_lifecycle(reaper: &Reaper, bundle: &Path, id: &str, dir: &Path, steps: &mut Samples) -> Duration {
-    let (pid_file, log) = (dir.join(format!("{id}.pid")), dir.join(format!("{id}.log")));
     let start = Instant::now();
-    let monitor = reaper.monitor();
-    let args: [&OsStr; 6] = [
-        "create".as_ref(),
-        "--bundle".as_ref(),
-        bundle.as_ref(),
-        "--pid-file".as_ref(),
-        pid_file.as_ref(),
-        id.as_ref(),
-    ];
-    steps.add("create", raw_runc(reaper, &log, &args).await);
-    let exit = monitor.watch(read_pid(&pid_file));
-    drop(monitor);
-    steps.add("start", raw_runc(reaper, &log, &["start".as_ref(), id.as_ref()]).await);
-    let t = Instant::now();
-    exit.wait().await.unwrap();
-    steps.add("wait", t.elapsed());
-    steps.add("delete", raw_runc(reaper, &log, &["delete".as_ref(), id.as_ref()]).await);
+    let s = shim_benches::raw_lifecycle(reaper, bundle, id, dir).await;
     let took = start.elapsed();
-    let _ = std::fs::remove_file(pid_file);
+    for (name, d) in [("create", s.create), ("start", s.start), ("wait", s.wait), ("delete", s.delete)] {
+        steps.add(name, d);
+    }
     took
 }
 

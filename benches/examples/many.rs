@@ -14,35 +14,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a benchmark may panic
 
-use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shim_benches::{raw_runc, read_pid};
 use shim_core::proto::v1::{CreateRequest, DeleteRequest, StartRequest, WaitRequest};
 use shim_core::testing::{require_runc, runc_config, BundleBuilder};
 use shim_core::{EventBus, Reaper, RuncShim, Shim};
 
 /// One raw lifecycle: the runc commands and flags the shim runs, nothing else.
 async fn raw_lifecycle(reaper: Reaper, bundle: PathBuf, dir: PathBuf, id: String) {
-    let (pid_file, log) = (dir.join(format!("{id}.pid")), dir.join(format!("{id}.log")));
-    let monitor = reaper.monitor();
-    let args: [&OsStr; 6] = [
-        "create".as_ref(),
-        "--bundle".as_ref(),
-        bundle.as_ref(),
-        "--pid-file".as_ref(),
-        pid_file.as_ref(),
-        id.as_ref(),
-    ];
-    raw_runc(&reaper, &log, &args).await;
-    let exit = monitor.watch(read_pid(&pid_file));
-    drop(monitor);
-    raw_runc(&reaper, &log, &["start".as_ref(), id.as_ref()]).await;
-    exit.wait().await.unwrap();
-    raw_runc(&reaper, &log, &["delete".as_ref(), id.as_ref()]).await;
-    let _ = std::fs::remove_file(pid_file);
+    shim_benches::raw_lifecycle(&reaper, &bundle, &id, &dir).await;
 }
 
 async fn shim_lifecycle(shim: Arc<RuncShim>, bundle: PathBuf, id: String) {

@@ -228,3 +228,46 @@ pub fn split_call(
         end.saturating_duration_since(reaped),
     ])
 }
+
+/// The runc calls of one raw lifecycle, each from spawn to reaped, and the
+/// wait for the container's init between start and delete.
+#[derive(Debug, Clone, Copy)]
+pub struct RawSteps {
+    /// `runc create --bundle B --pid-file P ID`.
+    pub create: std::time::Duration,
+    /// `runc start ID`.
+    pub start: std::time::Duration,
+    /// From `start`'s end to the init's exit.
+    pub wait: std::time::Duration,
+    /// `runc delete ID`.
+    pub delete: std::time::Duration,
+}
+
+/// Create, start, wait for the init's exit, delete, with the runc command
+/// line: the runc commands and flags the shim runs (see [`raw_runc`]), no
+/// more. Its pid file and logs go in `dir`.
+pub async fn raw_lifecycle(reaper: &shim_core::Reaper, bundle: &Path, id: &str, dir: &Path) -> RawSteps {
+    use std::ffi::OsStr;
+    let (pid_file, log) = (dir.join(format!("{id}.pid")), dir.join(format!("{id}.log")));
+    let monitor = reaper.monitor();
+    let args: [&OsStr; 6] = [
+        "create".as_ref(),
+        "--bundle".as_ref(),
+        bundle.as_ref(),
+        "--pid-file".as_ref(),
+        pid_file.as_ref(),
+        id.as_ref(),
+    ];
+    let create = raw_runc(reaper, &log, &args).await;
+    let exit = monitor.watch(read_pid(&pid_file));
+    drop(monitor);
+    let start = raw_runc(reaper, &log, &["start".as_ref(), id.as_ref()]).await;
+    let t = std::time::Instant::now();
+    if exit.wait().await.is_none() {
+        panic!("the reaper stopped before the init of {id} exited");
+    }
+    let wait = t.elapsed();
+    let delete = raw_runc(reaper, &log, &["delete".as_ref(), id.as_ref()]).await;
+    let _ = std::fs::remove_file(pid_file);
+    RawSteps { create, start, wait, delete }
+}
