@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use shim_benches::{raw_runc, read_pid, split_call, StepMarks};
+use shim_benches::{raw_launch, split_call, StepMarks};
 use shim_core::proto::v1::*;
 use shim_core::spec::{exec_process, ProcessDefaults};
 use shim_core::testing::{require_runc, shared_reaper, BundleBuilder};
@@ -234,7 +234,6 @@ async fn raw_exec(
         (dir.join(format!("exec-{n}.json")), dir.join(format!("exec-{n}.pid")), dir.join(format!("exec-{n}.log")));
     let start = Instant::now();
     std::fs::write(&file, serde_json::to_vec(spec).unwrap()).unwrap();
-    let monitor = reaper.monitor();
     let args: [&OsStr; 7] = [
         "exec".as_ref(),
         "--process".as_ref(),
@@ -244,9 +243,8 @@ async fn raw_exec(
         pid_file.as_ref(),
         id.as_ref(),
     ];
-    steps.add("exec", raw_runc(reaper, &log, &args).await);
-    let exit = monitor.watch(read_pid(&pid_file));
-    drop(monitor);
+    let (runc, exit) = raw_launch(reaper, &log, &args, &pid_file).await;
+    steps.add("exec", runc);
     exit.wait().await.unwrap();
     let took = start.elapsed();
     let _ = std::fs::remove_file(file);

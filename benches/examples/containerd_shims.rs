@@ -86,39 +86,58 @@ async fn call<Req: prost::Message, Resp: prost::Message + Default>(c: &Client, m
 /// only create, start, wait and delete (2 to 5).
 type Steps = [Duration; 7];
 
+/// Times the steps of one lifecycle, each from the end of the one before.
+struct Laps {
+    start: Instant,
+    lap: Instant,
+    steps: Steps,
+}
+
+impl Laps {
+    fn new() -> Self {
+        let now = Instant::now();
+        Self { start: now, lap: now, steps: Steps::default() }
+    }
+
+    /// Step `i` ends now.
+    fn step(&mut self, i: usize) {
+        self.steps[i] = self.lap.elapsed();
+        self.lap = Instant::now();
+    }
+
+    /// (total, the steps).
+    fn done(self) -> (Duration, Steps) {
+        (self.start.elapsed(), self.steps)
+    }
+}
+
 /// One lifecycle through a shim binary; (total, its steps).
 async fn shim_lifecycle(binary: PathBuf, bundle: PathBuf, id: String, ttrpc: PathBuf) -> (Duration, Steps) {
-    let mut steps = Steps::default();
-    let t = Instant::now();
-    let mut lap = Instant::now();
-    let mut step = |i: usize| {
-        steps[i] = lap.elapsed();
-        lap = Instant::now();
-    };
+    let mut laps = Laps::new();
     let socket = {
         let (b, bu, i, tt) = (binary.clone(), bundle.clone(), id.clone(), ttrpc.clone());
         tokio::task::spawn_blocking(move || start_shim(&b, &bu, &i, &tt)).await.unwrap()
     };
     let client = Client::connect(&socket).await.unwrap();
-    step(0);
+    laps.step(0);
     let server =
         call::<_, api::ConnectResponse>(&client, "Connect", api::ConnectRequest { id: id.clone() }).await.shim_pid;
-    step(1);
+    laps.step(1);
     let create = api::CreateTaskRequest { id: id.clone(), bundle: bundle.display().to_string(), ..Default::default() };
     call::<_, api::CreateTaskResponse>(&client, "Create", create).await;
-    step(2);
+    laps.step(2);
     call::<_, api::StartResponse>(&client, "Start", api::StartRequest { id: id.clone(), ..Default::default() }).await;
-    step(3);
+    laps.step(3);
     let waited: api::WaitResponse =
         call(&client, "Wait", api::WaitRequest { id: id.clone(), ..Default::default() }).await;
     assert_eq!(waited.exit_status, 0);
-    step(4);
+    laps.step(4);
     call::<_, api::DeleteResponse>(&client, "Delete", api::DeleteRequest { id: id.clone(), ..Default::default() })
         .await;
-    step(5);
+    laps.step(5);
     shut_down(client, id, server).await;
-    step(6);
-    (t.elapsed(), steps)
+    laps.step(6);
+    laps.done()
 }
 
 /// Shutdown, as containerd ends a shim, and the reap of its server.
@@ -149,26 +168,20 @@ fn raw_lifecycle(bundle: &Path, id: &str, dir: &Path) -> (Duration, Steps) {
     let pid_file = dir.join(format!("{id}.pid"));
     let log = dir.join(format!("{id}.log"));
     let (b, p, l) = (bundle.to_str().unwrap(), pid_file.to_str().unwrap(), log.to_str().unwrap());
-    let mut steps = Steps::default();
-    let t = Instant::now();
-    let mut lap = Instant::now();
-    let mut step = |i: usize| {
-        steps[i] = lap.elapsed();
-        lap = Instant::now();
-    };
+    let mut laps = Laps::new();
     runc(&["--log", l, "--log-format", "json", "create", "--bundle", b, "--pid-file", p, id]);
     let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-    step(2);
+    laps.step(2);
     runc(&["--log", l, "--log-format", "json", "start", id]);
-    step(3);
+    laps.step(3);
     reap(pid);
-    step(4);
+    laps.step(4);
     runc(&["--log", l, "--log-format", "json", "delete", id]);
-    step(5);
-    let took = t.elapsed();
+    laps.step(5);
+    let timed = laps.done();
     let _ = std::fs::remove_file(pid_file);
     let _ = std::fs::remove_file(log);
-    (took, steps)
+    timed
 }
 
 /// A running container (`sleep`) in a shim started as containerd starts it.

@@ -133,6 +133,21 @@ pub async fn raw_runc(reaper: &shim_core::Reaper, log: &Path, args: &[&std::ffi:
     took
 }
 
+/// Runs a runc command that leaves a process behind (`create`, `exec
+/// --detach`) with [`raw_runc`], and watches that process's exit from before
+/// runc runs, so an exit before the pid file is read is still seen. Returns
+/// runc's time and the watch.
+pub async fn raw_launch(
+    reaper: &shim_core::Reaper,
+    log: &Path,
+    args: &[&std::ffi::OsStr],
+    pid_file: &Path,
+) -> (std::time::Duration, shim_core::reaper::ExitWaiter) {
+    let monitor = reaper.monitor();
+    let took = raw_runc(reaper, log, args).await;
+    (took, monitor.watch(read_pid(pid_file)))
+}
+
 /// Reads a runc pid file.
 pub fn read_pid(path: &Path) -> u32 {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -249,7 +264,6 @@ pub struct RawSteps {
 pub async fn raw_lifecycle(reaper: &shim_core::Reaper, bundle: &Path, id: &str, dir: &Path) -> RawSteps {
     use std::ffi::OsStr;
     let (pid_file, log) = (dir.join(format!("{id}.pid")), dir.join(format!("{id}.log")));
-    let monitor = reaper.monitor();
     let args: [&OsStr; 6] = [
         "create".as_ref(),
         "--bundle".as_ref(),
@@ -258,9 +272,7 @@ pub async fn raw_lifecycle(reaper: &shim_core::Reaper, bundle: &Path, id: &str, 
         pid_file.as_ref(),
         id.as_ref(),
     ];
-    let create = raw_runc(reaper, &log, &args).await;
-    let exit = monitor.watch(read_pid(&pid_file));
-    drop(monitor);
+    let (create, exit) = raw_launch(reaper, &log, &args, &pid_file).await;
     let start = raw_runc(reaper, &log, &["start".as_ref(), id.as_ref()]).await;
     let t = std::time::Instant::now();
     if exit.wait().await.is_none() {
