@@ -278,6 +278,8 @@ impl<R: Runtime> ContainerShim<R> {
             bundle: req.bundle.clone(),
             runtime: req.runtime.clone(),
             no_pivot: req.no_pivot,
+            runtime_root: req.runtime_root.clone(),
+            systemd_cgroup: req.systemd_cgroup,
             checkpoint: req.checkpoint.clone(),
         };
         let launched = match self.inner.runtime.create(&spec, stdio).await {
@@ -385,6 +387,7 @@ impl<R: Runtime> ContainerShim<R> {
             return Err(ShimError::invalid("runtime", "contains a NUL byte"));
         }
         io::validate_path("checkpoint", &req.checkpoint)?;
+        io::validate_path("runtime_root", &req.runtime_root)?;
         {
             let mut state = lock(&self.inner.state);
             if let Some(c) = &state.container {

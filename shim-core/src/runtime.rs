@@ -27,6 +27,12 @@ pub struct CreateSpec {
     pub runtime: String,
     /// runc's `--no-pivot`.
     pub no_pivot: bool,
+    /// The runtime's state directory (`--root`) asked for by the request;
+    /// empty for the default.
+    pub runtime_root: String,
+    /// `--systemd-cgroup` asked for by the request (on top of the runtime's
+    /// own setting).
+    pub systemd_cgroup: bool,
     /// A checkpoint image to restore from, or empty.
     pub checkpoint: String,
 }

@@ -27,6 +27,8 @@ fn create_request() -> CreateRequest {
         stdout: "/o".into(),
         stderr: "/e".into(),
         checkpoint: String::new(),
+        runtime_root: String::new(),
+        systemd_cgroup: false,
     }
 }
 
@@ -359,6 +361,11 @@ fn lifecycle_extension_messages() {
     golden(CheckpointRequest { image_path: "/i".into(), exit: true }, &[0x0a, 0x02, b'/', b'i', 0x10, 0x01]);
     // CreateRequest.checkpoint is field 9.
     golden(CreateRequest { checkpoint: "/c".into(), ..Default::default() }, &[0x4a, 0x02, b'/', b'c']);
+    // runtime_root is field 10 (key 10 << 3 | 2 = 0x52), systemd_cgroup 11 (0x58).
+    golden(
+        CreateRequest { runtime_root: "/r".into(), systemd_cgroup: true, ..Default::default() },
+        &[0x52, 0x02, b'/', b'r', 0x58, 0x01],
+    );
     // cgroup_version (1) = 2, pids (4) { current (1) = 3 }
     golden(
         StatsResponse { cgroup_version: 2, pids: Some(PidsStats { current: 3, limit: 0 }), ..Default::default() },

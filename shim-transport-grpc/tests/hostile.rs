@@ -49,6 +49,7 @@ async fn every_rpc_at_its_edges() {
         ("1 MiB stdin", CreateRequest { stdin: format!("/{}", huge()), ..create("ok", &bundle) }, inv),
         ("nul stderr", CreateRequest { stderr: "/tmp/a\0b".into(), ..create("ok", &bundle) }, inv),
         ("nul runtime", CreateRequest { runtime: "ru\0nc".into(), ..create("ok", &bundle) }, inv),
+        ("relative runtime_root", CreateRequest { runtime_root: "state".into(), ..create("ok", &bundle) }, inv),
     ];
     for (name, req, want) in cases {
         let got = shim.create(req).await.map_err(|e| e.code()).err();

@@ -46,6 +46,7 @@ pub mod client;
 pub mod events;
 pub mod frame;
 pub mod metrics;
+pub mod options;
 pub mod rootfs;
 pub mod server;
 pub mod status;

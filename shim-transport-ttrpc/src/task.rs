@@ -23,6 +23,7 @@ use shim_core::proto::v1 as core;
 use shim_core::{Shim, StreamExt};
 use tokio::sync::{watch, Notify};
 
+use crate::options::RuncOptions;
 use crate::proto::containerd::events as ev;
 use crate::proto::containerd::task::v2 as api;
 use crate::proto::containerd::v1::types::{ProcessInfo, Status as TaskStatus};
@@ -96,12 +97,35 @@ pub struct TaskService {
     /// Woken whenever a process gets its pid or its exit.
     changed: Notify,
     shutdown: watch::Sender<bool>,
+    /// containerd's namespace of the container, where known: runc's `Root`
+    /// option is a base directory, the state going in `<Root>/<namespace>`.
+    namespace: Option<String>,
 }
 
 impl TaskService {
     /// A service over `shim`, forwarding events to `sink`. Subscribes to the
     /// core's events before returning, so none is missed.
     pub async fn new(shim: Arc<dyn Shim>, sink: Arc<dyn EventSink>) -> shim_core::Result<Arc<Self>> {
+        Self::build(shim, sink, None).await
+    }
+
+    /// [`TaskService::new`] for a container of containerd's `namespace`: a
+    /// runc `Root` option then puts the runtime's state in
+    /// `<Root>/<namespace>`, as containerd's runc shim does (see
+    /// [`options`](crate::options)).
+    pub async fn in_namespace(
+        shim: Arc<dyn Shim>,
+        sink: Arc<dyn EventSink>,
+        namespace: &str,
+    ) -> shim_core::Result<Arc<Self>> {
+        Self::build(shim, sink, Some(namespace.to_string())).await
+    }
+
+    async fn build(
+        shim: Arc<dyn Shim>,
+        sink: Arc<dyn EventSink>,
+        namespace: Option<String>,
+    ) -> shim_core::Result<Arc<Self>> {
         let events = shim.events(core::EventsRequest::default()).await?;
         let service = Arc::new(Self {
             shim,
@@ -109,6 +133,7 @@ impl TaskService {
             state: Mutex::new(State::default()),
             changed: Notify::new(),
             shutdown: watch::channel(false).0,
+            namespace,
         });
         tokio::spawn(Arc::clone(&service).forward_events(events));
         Ok(service)
@@ -317,6 +342,20 @@ impl TaskService {
                 execs: HashMap::new(),
             });
         }
+        // Read, and kept in the bundle for a `delete` after this shim is
+        // gone, before anything is mounted or created.
+        let options = req.options.as_ref().map(RuncOptions::from_any).transpose().and_then(|o| {
+            let o = o.unwrap_or_default();
+            o.save(std::path::Path::new(&req.bundle)).map(|()| o)
+        });
+        let options = match options {
+            Ok(o) => o,
+            Err(e) => {
+                self.lock().container = None;
+                self.changed.notify_waiters();
+                return Err(status(Code::InvalidArgument, e.to_string()));
+            }
+        };
         let mounted = match rootfs::mount_all(&req.rootfs, std::path::Path::new(&req.bundle)) {
             Ok(m) => m,
             Err(e) => {
@@ -328,18 +367,13 @@ impl TaskService {
         if let Some(c) = self.lock().container.as_mut() {
             c.mounted = mounted;
         }
-        let options = req.options.as_ref().map(RuncOptions::from_any).unwrap_or_default();
-        if options.systemd_cgroup || !options.root.is_empty() {
-            tracing::warn!(
-                systemd_cgroup = options.systemd_cgroup,
-                root = %options.root,
-                "runc options SystemdCgroup and Root are not applied by this shim"
-            );
-        }
+        let runtime_root = options.runtime_root(self.namespace.as_deref());
         let core_req = core::CreateRequest {
             id: req.id.clone(),
             bundle: req.bundle.clone(),
             runtime: options.binary_name,
+            runtime_root: runtime_root.map(|r| r.display().to_string()).unwrap_or_default(),
+            systemd_cgroup: options.systemd_cgroup,
             no_pivot: options.no_pivot_root,
             terminal: req.terminal,
             stdin: req.stdin,
@@ -681,32 +715,6 @@ impl TaskService {
                 return Err(status(Code::Unimplemented, format!("{SERVICE}/{other} is not a method of this shim")))
             }
         })
-    }
-}
-
-/// The fields this shim reads of containerd's `containerd.runc.v1.Options`,
-/// which `CreateTaskRequest.options` carries when containerd (or CRI's
-/// runtime `options` table) has runc options for the runtime.
-#[derive(Clone, PartialEq, Message)]
-struct RuncOptions {
-    #[prost(bool, tag = "1")]
-    no_pivot_root: bool,
-    #[prost(string, tag = "6")]
-    binary_name: String,
-    #[prost(string, tag = "7")]
-    root: String,
-    #[prost(bool, tag = "9")]
-    systemd_cgroup: bool,
-}
-
-impl RuncOptions {
-    /// The options in `any`, or none when it holds another type (CRI's
-    /// `runtimeoptions.v1.Options`, say) or does not decode.
-    fn from_any(any: &Any) -> Self {
-        if any.type_url.trim_start_matches("type.googleapis.com/") != "containerd.runc.v1.Options" {
-            return Self::default();
-        }
-        Self::decode(any.value.as_slice()).unwrap_or_default()
     }
 }
 

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use prost::Message;
 use shim_core::{Reaper, RuncConfig, RuncShim};
 use shim_transport_ttrpc::events::{Forwarder, DEFAULT_CAPACITY};
+use shim_transport_ttrpc::options::RuncOptions;
 use shim_transport_ttrpc::proto::containerd::task::v2::DeleteResponse;
 use shim_transport_ttrpc::server::Server;
 use shim_transport_ttrpc::task::TaskService;
@@ -252,7 +253,9 @@ fn serve(args: &Args, bundle: &Path, listener: std::os::unix::net::UnixListener)
         let shim = Arc::new(RuncShim::new(config, reaper).map_err(|e| e.to_string())?);
         let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_else(|_| format!("{}.ttrpc", args.address));
         let events = Forwarder::start(&ttrpc_address, &args.namespace, DEFAULT_CAPACITY);
-        let task = TaskService::new(shim, Arc::clone(&events) as _).await.map_err(|e| e.to_string())?;
+        let task = TaskService::in_namespace(shim, Arc::clone(&events) as _, &args.namespace)
+            .await
+            .map_err(|e| e.to_string())?;
         let stop = Arc::clone(&task);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
@@ -282,13 +285,20 @@ fn delete(args: &Args) -> Result<(), String> {
         Some(b) => b.clone(),
         None => std::env::current_dir().map_err(|e| format!("cannot read the working directory: {e}"))?,
     };
-    let root = Path::new(RUNC_ROOT).join(&args.namespace);
+    use std::io::Write;
+    // The runc options the container was created with, which the shim kept
+    // in the bundle: the same runtime binary and root find it.
+    let options = RuncOptions::load(&bundle).unwrap_or_else(|e| {
+        // Not eprintln!: it panics when stderr is gone.
+        let _ = writeln!(std::io::stderr(), "containerd-shim-rshim-v1: delete: {e}; using the default runc options");
+        RuncOptions::default()
+    });
+    let root =
+        options.runtime_root(Some(&args.namespace)).unwrap_or_else(|| Path::new(RUNC_ROOT).join(&args.namespace));
     // Bounded: containerd gives delete about 5 s. A failure here (runc
     // missing, say) is reported but does not stop the rest of the cleanup:
     // a rootfs left mounted would keep containerd from removing the bundle.
-    if let Err(e) = force_delete(&root, &args.id) {
-        use std::io::Write;
-        // Not eprintln!: it panics when stderr is gone.
+    if let Err(e) = force_delete(&options, &root, &args.id) {
         let _ = writeln!(std::io::stderr(), "containerd-shim-rshim-v1: delete: {e}");
     }
     shim_transport_ttrpc::rootfs::unmount(&bundle);
@@ -299,23 +309,27 @@ fn delete(args: &Args) -> Result<(), String> {
         exit_status: 128 + 9,
         exited_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
     };
-    use std::io::Write;
     let mut out = std::io::stdout();
     out.write_all(&resp.encode_to_vec()).and_then(|()| out.flush()).map_err(|e| format!("stdout: {e}"))?;
     Ok(())
 }
 
-/// `runc --root ROOT delete --force ID`, killed if it takes over 4 s.
-fn force_delete(root: &Path, id: &str) -> Result<(), String> {
-    let mut child = std::process::Command::new("runc")
-        .arg("--root")
-        .arg(root)
+/// `runc --root ROOT delete --force ID` (with the container's runtime binary
+/// and cgroup manager), killed if it takes over 4 s.
+fn force_delete(options: &RuncOptions, root: &Path, id: &str) -> Result<(), String> {
+    let binary = if options.binary_name.is_empty() { "runc" } else { options.binary_name.as_str() };
+    let mut cmd = std::process::Command::new(binary);
+    cmd.arg("--root").arg(root);
+    if options.systemd_cgroup {
+        cmd.arg("--systemd-cgroup");
+    }
+    let mut child = cmd
         .args(["delete", "--force", id])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot run runc: {e}"))?;
+        .map_err(|e| format!("cannot run {binary}: {e}"))?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
     loop {
         match child.try_wait() {
@@ -323,7 +337,7 @@ fn force_delete(root: &Path, id: &str) -> Result<(), String> {
             Ok(None) if std::time::Instant::now() > deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err("runc delete --force took over 4 s; killed".into());
+                return Err(format!("{binary} delete --force took over 4 s; killed"));
             }
             Ok(None) => std::thread::sleep(std::time::Duration::from_millis(10)),
             Err(e) => return Err(format!("waiting for runc: {e}")),

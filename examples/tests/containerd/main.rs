@@ -223,6 +223,26 @@ fn tty_run(rt: &Runtime) {
     no_socket_left(&cd, rt);
 }
 
+/// SIGKILLs the `shims` of container `id`, then waits until containerd has
+/// cleaned up after them: the task is no longer RUNNING and the container's
+/// process `pid` is gone.
+fn kill_shims_and_wait(cd: &Containerd, id: &str, shims: Vec<i32>, pid: u32) {
+    for shim in shims {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::Signal::SIGKILL);
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while cd.task_status(id).is_some_and(|s| s == "RUNNING") || Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after the shim's death: task {:?}, process {pid} alive: {}\n{}",
+            cd.task_status(id),
+            Path::new(&format!("/proc/{pid}")).exists(),
+            cd.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The shim is SIGKILLed while its container runs: containerd notices, runs
 /// the shim's `delete`, the container's processes are gone and nothing stays
 /// listed or left behind.
@@ -234,24 +254,68 @@ fn shim_killed(rt: &Runtime) {
     let pid = cd.task_pid("k1").expect("`ctr task ls` shows the task's pid");
     let shims = cd.shim_pids("k1");
     assert!(!shims.is_empty(), "no shim process found for k1");
-    for shim in shims {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::Signal::SIGKILL);
-    }
-    // containerd cleans up after a dead shim: the task goes away and the
-    // container's process with it.
-    let deadline = std::time::Instant::now() + WAIT;
-    while cd.task_status("k1").is_some_and(|s| s == "RUNNING") || Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "after the shim's death: task {:?}, process {pid} alive: {}\n{}",
-            cd.task_status("k1"),
-            Path::new(&format!("/proc/{pid}")).exists(),
-            cd.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    kill_shims_and_wait(&cd, "k1", shims, pid);
     let _ = cd.ctr(["task", "delete", "k1"]);
     cd.ctr_ok(["container", "delete", "k1"]);
+    cd.assert_no_leftovers();
+    no_socket_left(&cd, rt);
+}
+
+/// runc options for one container: its runc state under the given `Root`
+/// (`<Root>/<namespace>/<id>`) and every runc call through the given
+/// `BinaryName`. Ours reads them from a runtime config file (`ctr run
+/// --runtime-config-path`, the form CRI sends for any runtime but runc.v2);
+/// the reference shim gets them as `--runc-root` and `--runc-binary`. Then
+/// the shim is SIGKILLed: containerd's cleanup runs the shim binary's
+/// `delete`, which must find the container with the same options, kill it
+/// and remove its state.
+fn runc_options(rt: &Runtime) {
+    use std::os::unix::fs::PermissionsExt;
+    let cd = Containerd::start();
+    let calls = cd.dir().join("runc-calls");
+    let wrapper = cd.dir().join("my-runc");
+    let script = format!("#!/bin/sh\necho \"$@\" >> {}\nexec runc \"$@\"\n", calls.display());
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rootfs = cd.rootfs("o1");
+    let mut args = vec!["-d".to_string()];
+    if rt.is_reference() {
+        // `run_flags` already gives the reference shim `--runc-root`.
+        args.extend(["--runc-binary".to_string(), path_str(&wrapper)]);
+    } else {
+        let config = cd.dir().join("rshim.toml");
+        let toml = format!(
+            "# runc options, as in CRI's runtime options table\nRoot = {:?}\nBinaryName = {:?}\nSomeOtherKey = 1\n",
+            path_str(&cd.runc_root()),
+            path_str(&wrapper)
+        );
+        std::fs::write(&config, toml).unwrap();
+        args.extend(["--runtime-config-path".to_string(), path_str(&config)]);
+    }
+    args.extend(["--rootfs", path_str(&rootfs).as_str(), "o1", "/bin/sleep", "1000"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = cd.run(rt, &args);
+    cd.check_ok(&out, "ctr run -d (runc options) o1");
+    let pid = cd.task_pid("o1").expect("`ctr task ls` shows the task's pid");
+    let state = cd.runc_root().join(&cd.namespace).join("o1").join("state.json");
+    assert!(state.exists(), "no runc state at {}", state.display());
+    let seen = std::fs::read_to_string(&calls).unwrap_or_default();
+    for command in ["create", "start"] {
+        assert!(
+            seen.lines().any(|l| l.split_whitespace().any(|w| w == command)),
+            "no `{command}` through the runc binary of the options:\n{seen}"
+        );
+    }
+
+    kill_shims_and_wait(&cd, "o1", cd.shim_pids("o1"), pid);
+    let _ = cd.ctr(["task", "delete", "o1"]);
+    cd.ctr_ok(["container", "delete", "o1"]);
+    assert!(!state.exists(), "runc state left at {}", state.display());
+    let seen = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert!(
+        seen.lines().any(|l| l.contains("delete") && l.contains("--force") && l.contains("o1")),
+        "the cleanup did not run `delete --force` through the runc binary of the options:\n{seen}"
+    );
     cd.assert_no_leftovers();
     no_socket_left(&cd, rt);
 }
@@ -435,4 +499,20 @@ fn rshim_ps_lists_execs() {
         return;
     }
     ps_lists_execs(&rshim());
+}
+
+#[test]
+fn reference_runc_options() {
+    if !require_containerd() {
+        return;
+    }
+    runc_options(&Runtime::reference());
+}
+
+#[test]
+fn rshim_runc_options() {
+    if !require_containerd() {
+        return;
+    }
+    runc_options(&rshim());
 }

@@ -246,18 +246,32 @@ impl RuncRuntime {
 
     fn cli(&self, id: &str) -> RuncCli {
         let known = self.binaries.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned();
-        known.unwrap_or_else(|| self.cli_for(""))
+        known.unwrap_or_else(|| self.default_cli())
     }
 
-    fn cli_for(&self, binary: &str) -> RuncCli {
+    fn default_cli(&self) -> RuncCli {
         RuncCli {
-            binary: if binary.is_empty() { self.config.runtime.clone() } else { binary.to_string() },
+            binary: self.config.runtime.clone(),
             root: self.config.runtime_root.clone(),
             systemd_cgroup: self.config.systemd_cgroup,
             reaper: self.reaper.clone(),
             timeout: self.config.command_timeout,
             trash: self.trash.clone(),
         }
+    }
+
+    /// The runtime binary and global flags for the container of `spec`: the
+    /// request's, where it asks for any, over this runtime's configuration.
+    fn cli_for(&self, spec: &CreateSpec) -> RuncCli {
+        let mut cli = self.default_cli();
+        if !spec.runtime.is_empty() {
+            cli.binary = spec.runtime.clone();
+        }
+        if !spec.runtime_root.is_empty() {
+            cli.root = Some(PathBuf::from(&spec.runtime_root));
+        }
+        cli.systemd_cgroup |= spec.systemd_cgroup;
+        cli
     }
 
     /// Whether the runtime already holds a container `id`. For runc, whose
@@ -429,7 +443,7 @@ fn launched(pid: u32, monitor: Monitor, console: Option<OwnedFd>, oom: Option<Oo
 #[async_trait]
 impl Runtime for RuncRuntime {
     async fn create(&self, spec: &CreateSpec, stdio: ProcessStdio) -> Result<Launched> {
-        let cli = self.cli_for(&spec.runtime);
+        let cli = self.cli_for(spec);
         // A container of this id in the runtime's root belongs to someone
         // else (another shim, or one that died): refuse before touching it,
         // so the cleanup of a failed create can never remove it.
@@ -563,7 +577,7 @@ impl Runtime for RuncRuntime {
     async fn cleanup(&self, spec: &CreateSpec) {
         let (_files, [log]) = self.files("ctl", ["log"]);
         let args = vec!["delete".into(), "--force".into(), spec.id.clone().into()];
-        let _ = self.cli_for(&spec.runtime).run(&args, &log, RuncStdio::default()).await;
+        let _ = self.cli_for(spec).run(&args, &log, RuncStdio::default()).await;
         self.binaries.lock().unwrap_or_else(|e| e.into_inner()).remove(&spec.id);
         self.restored.lock().unwrap_or_else(|e| e.into_inner()).remove(&spec.id);
     }
