@@ -219,6 +219,11 @@ pub async fn run(opts: RunOptions) -> Result<u32, CtlError> {
             let _ = eof_tx.blocking_send(());
         });
     }
+    // Listening before the size is first read: a resize from then on is
+    // forwarded. (Registered after Start, a resize that came in between was
+    // lost, SIGWINCH being ignored by default, and the container kept the
+    // old size.)
+    let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
     let raw = opts.tty.then(RawMode::enter);
     if opts.tty {
         if let Some((cols, rows)) = window_size() {
@@ -227,7 +232,6 @@ pub async fn run(opts: RunOptions) -> Result<u32, CtlError> {
     }
     shim.start(StartRequest {}).await?;
 
-    let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
     let wait = shim.wait(WaitRequest { pid });
     tokio::pin!(wait);
     let mut stdin_open = true;

@@ -102,7 +102,13 @@ async fn start_serve_shutdown_and_delete_as_containerd_runs_them() {
     assert!(socket.len() <= 106, "{socket} is too long for containerd");
     let mode = std::fs::metadata(socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "socket {socket} mode {mode:o}");
-    assert!(!bundle.join(".address.tmp").exists());
+    let leftover: Vec<_> = std::fs::read_dir(bundle)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".address"))
+        .collect();
+    assert!(leftover.is_empty(), "temporary address files left: {leftover:?}");
 
     // `start` again while that shim serves: the same address, no new shim.
     let again = run(&args, bundle, b"", &nowhere, None);
@@ -149,5 +155,80 @@ async fn start_serve_shutdown_and_delete_as_containerd_runs_them() {
         let resp = api::DeleteResponse::decode(out.stdout.as_slice()).expect("a DeleteResponse on stdout");
         assert_eq!(resp.exit_status, 137);
         assert!(resp.exited_at.is_some());
+    }
+}
+
+/// Pids of live (not zombie) processes of this binary serving `id`: the
+/// server is `start` forked, so it keeps `start`'s command line.
+fn servers_of(id: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let serves = args.first().is_some_and(|a| *a == BIN.as_bytes())
+            && args.windows(2).any(|w| w[0] == b"-id" && w[1] == id.as_bytes());
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'));
+        if serves && !zombie {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Several `start`s of one container at the same moment (containerd does
+/// not do it, a retrying client might): exactly one server runs, and every
+/// `start` answers its address.
+#[tokio::test]
+async fn concurrent_starts_of_one_container_share_one_server() {
+    if !nix::unistd::Uid::effective().is_root() {
+        assert!(std::env::var("SHIM_REQUIRE_RUNC").as_deref() != Ok("1"), "the shim binary test needs root");
+        eprintln!("skipping: not root");
+        return;
+    }
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().to_path_buf();
+        let nowhere = bundle.join("no-containerd.ttrpc");
+        let id = format!("race-{}-{round}", std::process::id());
+        let args: Vec<String> =
+            ["-namespace", "rshim-test", "-address", "/run/nowhere/containerd.sock", "-id", id.as_str(), "start"]
+                .map(String::from)
+                .to_vec();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let starts: Vec<_> = (0..8)
+            .map(|_| {
+                let (args, bundle, nowhere, barrier) = (args.clone(), bundle.clone(), nowhere.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    barrier.wait();
+                    run(&args, &bundle, b"", &nowhere, None)
+                })
+            })
+            .collect();
+        let outs: Vec<_> = starts.into_iter().map(|t| t.join().unwrap()).collect();
+        let address = std::fs::read_to_string(bundle.join("address")).unwrap();
+        for out in &outs {
+            assert!(out.status.success(), "start failed: {:?}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(String::from_utf8_lossy(&out.stdout), address, "a start answered another address");
+        }
+        let temporary = std::fs::read_dir(&bundle)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".address"))
+            .count();
+        assert_eq!(temporary, 0, "round {round}: temporary address files left in the bundle");
+        let servers = servers_of(&id);
+        // Stop them all before asserting, so a failure leaves none behind.
+        for pid in &servers {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+        for pid in &servers {
+            wait_gone(*pid);
+        }
+        assert_eq!(servers.len(), 1, "round {round}: servers {servers:?} for one container");
+        let socket = address.strip_prefix("unix://").expect("a unix:// address");
+        assert!(!Path::new(socket).exists(), "the socket outlived its server");
     }
 }

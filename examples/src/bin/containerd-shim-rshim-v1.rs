@@ -133,14 +133,18 @@ fn start(args: &Args) -> Result<(), String> {
     let path = socket_path(args);
     std::fs::create_dir_all(SOCKET_DIR).map_err(|e| format!("cannot create {SOCKET_DIR}: {e}"))?;
     let address = format!("unix://{}", path.display());
+    let lock = lock_bundle(&bundle)?;
     // A shim already serves this container (containerd retried `start`):
     // its address is the answer, as containerd's runc shim gives it.
     if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        drop(lock);
         write_address(&bundle, &address)?;
         print!("{address}");
         return Ok(());
     }
     let listener = bind(&path)?;
+    // A `start` that waited for the lock now finds this socket listening.
+    drop(lock);
     // The server is this process forked, not re-executed: `start` runs
     // single-threaded (no runtime exists yet), so the child may go on in
     // Rust, and containerd's wait for `start` saves an exec.
@@ -176,18 +180,31 @@ fn remove_socket(bundle: &Path) {
 /// Writes the bundle's `address` file atomically: containerd reads it to
 /// reconnect after a restart.
 fn write_address(bundle: &Path, address: &str) -> Result<(), String> {
-    let tmp = bundle.join(".address.tmp");
+    // One temporary name per process: `start`s of one container at once
+    // each write the same address, and none renames another's file away.
+    let tmp = bundle.join(format!(".address.{}.tmp", std::process::id()));
     std::fs::write(&tmp, address)
         .and_then(|()| std::fs::rename(&tmp, bundle.join("address")))
         .map_err(|e| format!("cannot write the address file in {}: {e}", bundle.display()))
 }
 
+/// Held while a `start` decides between answering a running server's
+/// address and binding the socket itself: two `start`s of one container at
+/// once would otherwise both find no server, and the second would remove
+/// the first one's socket and start a second server. The bundle directory
+/// is the lock: one per container, and no file is left behind. Released
+/// before the fork, so the server does not hold it.
+fn lock_bundle(bundle: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    let dir = std::fs::File::open(bundle).map_err(|e| format!("cannot open the bundle {}: {e}", bundle.display()))?;
+    nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("cannot lock the bundle {}: {e}", bundle.display()))
+}
+
 fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, String> {
     use std::os::unix::fs::PermissionsExt;
-    // Nobody answers on it (checked by the caller): a socket left by a shim
-    // that died, ours to replace, as the path is derived from this
-    // container's id. (Two `start`s of one id at the same moment could both
-    // get here; containerd does not run them concurrently.)
+    // Nobody answers on it (checked by the caller, under the bundle's lock):
+    // a socket left by a shim that died, ours to replace, as the path is
+    // derived from this container's id.
     let _ = std::fs::remove_file(path);
     // Created 0600 with no window: the umask applies at bind().
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
