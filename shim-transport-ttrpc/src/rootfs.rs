@@ -3,7 +3,7 @@
 //! for the native snapshotter) and the shim mounts them on `BUNDLE/rootfs`;
 //! with `ctr run --rootfs DIR` there are none.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
@@ -32,6 +32,81 @@ fn options(opts: &[String]) -> (MsFlags, String) {
     (flags, data.join(","))
 }
 
+/// The longest directory all `paths` are in (component by component), if
+/// it is more than `/`.
+fn common_dir<'a>(paths: impl IntoIterator<Item = &'a str>) -> Option<PathBuf> {
+    let mut common: Option<PathBuf> = None;
+    for p in paths {
+        // The directory a path is in, not the path itself: each lower
+        // directory must keep a name of its own under the common one.
+        let parent = Path::new(p).parent()?;
+        common = Some(match common {
+            None => parent.to_path_buf(),
+            Some(c) => c.components().zip(parent.components()).take_while(|(a, b)| a == b).map(|(a, _)| a).collect(),
+        });
+    }
+    common.filter(|c| c.is_absolute() && c.parent().is_some())
+}
+
+/// overlay's data with every `lowerdir` relative to the directory they
+/// share, and that directory: the kernel reads at most a page of mount
+/// data, and an image of many layers lists more (containerd's own shim
+/// shortens it the same way). `None` when they share no directory but `/`.
+fn compact_lowerdirs(data: &str) -> Option<(PathBuf, String)> {
+    let lowers: Vec<&str> =
+        data.split(',').filter_map(|o| o.strip_prefix("lowerdir=")).flat_map(|l| l.split(':')).collect();
+    let common = common_dir(lowers.iter().copied())?;
+    let relative = |p: &str| Path::new(p).strip_prefix(&common).ok().map(|r| r.display().to_string());
+    let mut out = Vec::new();
+    for o in data.split(',') {
+        match o.strip_prefix("lowerdir=") {
+            Some(list) => {
+                let rel: Option<Vec<String>> = list.split(':').map(relative).collect();
+                out.push(format!("lowerdir={}", rel?.join(":")));
+            }
+            None => out.push(o.to_string()),
+        }
+    }
+    Some((common, out.join(",")))
+}
+
+/// The kernel's limit on mount data: one page, with its terminating NUL.
+fn page_size() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |n| n as usize)
+}
+
+/// Mounts an overlay whose data is over a page: with the lower directories
+/// relative to `dir`, from a thread of its own whose working directory
+/// (unshared from the process's, so no other thread sees it change) is
+/// `dir`, where the kernel resolves them.
+fn mount_overlay_from(dir: &Path, source: &str, target: &Path, flags: MsFlags, data: &str) -> nix::Result<()> {
+    let (dir, source, target, data) = (dir.to_path_buf(), source.to_string(), target.to_path_buf(), data.to_string());
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
+        nix::unistd::chdir(&dir)?;
+        mount(Some(source.as_str()), &target, Some("overlay"), flags, Some(data.as_str()))
+    })
+    .join()
+    .unwrap_or(Err(nix::errno::Errno::EINVAL))
+}
+
+/// Mounts one mount on `target`.
+fn mount_one(m: &Mount, target: &Path) -> Result<(), String> {
+    let (flags, data) = options(&m.options);
+    if m.r#type == "overlay" && data.len() >= page_size() {
+        let Some((dir, short)) = compact_lowerdirs(&data) else {
+            return Err(format!(
+                "overlay options of {} bytes are over the kernel's page and its lower directories share no parent",
+                data.len()
+            ));
+        };
+        return mount_overlay_from(&dir, &m.source, target, flags, &short).map_err(|e| e.to_string());
+    }
+    let fstype = if m.r#type == "bind" { None } else { Some(m.r#type.as_str()) };
+    let data = (!data.is_empty()).then_some(data.as_str());
+    mount(Some(m.source.as_str()), target, fstype, flags, data).map_err(|e| e.to_string())
+}
+
 /// Mounts `mounts` in order on `bundle/rootfs`; `Ok(true)` when something
 /// was mounted. On failure, what was mounted is undone.
 pub fn mount_all(mounts: &[Mount], bundle: &Path) -> std::io::Result<bool> {
@@ -41,10 +116,7 @@ pub fn mount_all(mounts: &[Mount], bundle: &Path) -> std::io::Result<bool> {
     let target = bundle.join("rootfs");
     std::fs::create_dir_all(&target)?;
     for (i, m) in mounts.iter().enumerate() {
-        let (flags, data) = options(&m.options);
-        let fstype = if m.r#type == "bind" { None } else { Some(m.r#type.as_str()) };
-        let data = (!data.is_empty()).then_some(data.as_str());
-        if let Err(e) = mount(Some(m.source.as_str()), &target, fstype, flags, data) {
+        if let Err(e) = mount_one(m, &target) {
             for _ in 0..i {
                 let _ = umount2(&target, MntFlags::MNT_DETACH);
             }
@@ -78,6 +150,20 @@ pub fn unmount(bundle: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lowerdirs_become_relative_to_their_common_directory() {
+        let data = "index=off,lowerdir=/s/snapshots/12/fs:/s/snapshots/3/fs,upperdir=/s/snapshots/13/fs,workdir=/w";
+        let (dir, short) = compact_lowerdirs(data).unwrap_or_default();
+        assert_eq!(dir, PathBuf::from("/s/snapshots"));
+        assert_eq!(short, "index=off,lowerdir=12/fs:3/fs,upperdir=/s/snapshots/13/fs,workdir=/w");
+        // One layer keeps a name under the common directory.
+        let (dir, short) = compact_lowerdirs("lowerdir=/a/b/c").unwrap_or_default();
+        assert_eq!((dir, short.as_str()), (PathBuf::from("/a/b"), "lowerdir=c"));
+        // Nothing shared but `/`: no shorter form.
+        assert!(compact_lowerdirs("lowerdir=/a/x:/b/y").is_none());
+        assert!(compact_lowerdirs("lowerdir=/x:/y").is_none());
+    }
 
     #[test]
     fn options_split_into_flags_and_data() {
