@@ -10,6 +10,9 @@
 //! - [`task::TaskService`]: the task API translated into the core's
 //!   requests (exec ids to pids, containerd's codes and event order);
 //! - [`events::Forwarder`]: events to containerd, queued and retried;
+//! - [`options::RuncOptions`]: containerd's runc options for a container,
+//!   in both forms they arrive in (CRI's is a TOML runtime config file);
+//! - [`rootfs`]: the image's mounts on the bundle's `rootfs`;
 //! - [`proto`]: the messages, generated with prost from `.proto` files
 //!   written for this crate from containerd 1.6's field numbers.
 //!
