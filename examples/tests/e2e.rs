@@ -61,9 +61,17 @@ fn subscribe(socket: &Path) -> (Child, std::sync::mpsc::Receiver<String>) {
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let lines = std::io::BufReader::new(events.stdout.take().unwrap());
     std::thread::spawn(move || lines.lines().map_while(Result::ok).try_for_each(|l| tx.send(l)));
+    // An exec before the subscription is live publishes to nobody: try
+    // again. (Waiting the whole T for that exec's first line made one late
+    // subscription fail the test.)
     until("the event subscription", || {
         stdout_of(&shimctl(socket, &["exec", "--", "true"]));
-        rx.recv_timeout(T).is_ok_and(|l| l.starts_with("EXEC_ADDED"))
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            if line.starts_with("EXEC_ADDED") {
+                return true;
+            }
+        }
+        false
     });
     (events, rx)
 }
