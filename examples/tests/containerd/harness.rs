@@ -316,21 +316,37 @@ fn umount_detach(path: &str) -> bool {
 }
 
 /// Starts `containerd --config CONFIG`, its output appended to `log`.
-fn spawn_containerd(config: &Path, log: &Path) -> Child {
+fn spawn_containerd(config: &Path, log: &Path, path_first: Option<&Path>) -> Child {
     let log_out = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
     let log_err = log_out.try_clone().unwrap_or_else(|e| panic!("cannot share {}: {e}", log.display()));
-    Command::new("containerd")
-        .arg("--config")
+    let mut cmd = Command::new("containerd");
+    if let Some(dir) = path_first {
+        // Where containerd looks for `containerd-shim-<name>-<version>`
+        // binaries of runtime types like `io.containerd.rshim.v1`.
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{path}", dir.display()));
+    }
+    cmd.arg("--config")
         .arg(config)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log_out))
         .stderr(Stdio::from(log_err))
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start containerd: {e}"))
+}
+
+/// The CRI plugin of a private containerd: its `[plugins."io.containerd.grpc.v1.cri"]`
+/// section (made from the containerd's directory), and the directory of
+/// shim binaries put first in containerd's PATH.
+pub struct CriSetup {
+    /// TOML appended to the config, given the containerd's directory.
+    pub plugin_toml: Box<dyn Fn(&Path) -> String>,
+    /// Where `containerd-shim-rshim-v1` is.
+    pub shim_dir: PathBuf,
 }
 
 /// A private containerd and the namespace a test uses in it.
@@ -345,6 +361,8 @@ pub struct Containerd {
     child: Option<Child>,
     /// What was in the shims' socket directory before this containerd.
     sockets_before: Vec<String>,
+    /// Put first in containerd's PATH (see [`CriSetup`]).
+    path_first: Option<PathBuf>,
     tempdir: Option<tempfile::TempDir>,
     // Last: released only after the cleanup of `Drop` and the removal of
     // the directory.
@@ -355,6 +373,16 @@ impl Containerd {
     /// Starts a private containerd and waits (at most [`START_TIMEOUT`])
     /// until `ctr version` answers; creates the test's namespace.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// [`start`](Self::start) with the CRI plugin on (see [`CriSetup`]); the
+    /// namespace is CRI's, `k8s.io`.
+    pub fn start_cri(cri: CriSetup) -> Self {
+        Self::start_with(Some(cri))
+    }
+
+    fn start_with(cri: Option<CriSetup>) -> Self {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
         let tempdir = tempfile::Builder::new()
             .prefix("ctd")
@@ -364,16 +392,23 @@ impl Containerd {
         let address = dir.join("c.sock");
         let ttrpc_len = address.as_os_str().len() + ".ttrpc".len();
         assert!(ttrpc_len <= 104, "socket path {}.ttrpc is too long for a unix socket", address.display());
-        for sub in ["root", "state", "tmp", "fifo", "runc", "work"] {
+        for sub in ["root", "state", "tmp", "fifo", "runc", "work", "cni/bin", "cni/conf", "logs"] {
             let path = dir.join(sub);
             fs::create_dir_all(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
         }
         let config = dir.join("config.toml");
-        fs::write(&config, config_toml(&dir, &address))
-            .unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));
+        let mut toml = config_toml(&dir, &address, cri.is_some());
+        if let Some(cri) = &cri {
+            toml.push_str(&(cri.plugin_toml)(&dir));
+        }
+        fs::write(&config, toml).unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));
         let log = dir.join("containerd.log");
-        let child = spawn_containerd(&config, &log);
-        let namespace = format!("shimtest-{}-{}", std::process::id(), NEXT_NAMESPACE.fetch_add(1, Ordering::Relaxed));
+        let path_first = cri.as_ref().map(|c| c.shim_dir.clone());
+        let child = spawn_containerd(&config, &log, path_first.as_deref());
+        let namespace = match cri {
+            Some(_) => "k8s.io".to_string(),
+            None => format!("shimtest-{}-{}", std::process::id(), NEXT_NAMESPACE.fetch_add(1, Ordering::Relaxed)),
+        };
         let mut containerd = Containerd {
             namespace,
             dir,
@@ -381,12 +416,15 @@ impl Containerd {
             log,
             child: Some(child),
             sockets_before: shim_sockets(),
+            path_first,
             tempdir: Some(tempdir),
             _turn: turn,
         };
         containerd.wait_ready();
         let namespace = containerd.namespace.clone();
-        containerd.ctr_ok(["namespaces", "create", namespace.as_str()]);
+        if containerd.namespace != "k8s.io" {
+            containerd.ctr_ok(["namespaces", "create", namespace.as_str()]);
+        }
         containerd
     }
 
@@ -545,6 +583,12 @@ impl Containerd {
     /// `ctr images import` (which unpacks it into [`SNAPSHOTTER`]) and
     /// returns its reference, `docker.io/library/<name>:latest`.
     pub fn import_image(&self, name: &str) -> String {
+        self.import_image_running(name, &["/bin/sh"])
+    }
+
+    /// [`import_image`](Self::import_image) whose image runs `cmd` by default
+    /// (CRI's sandbox image must run until the sandbox is stopped).
+    pub fn import_image_running(&self, name: &str, cmd: &[&str]) -> String {
         let reference = format!("docker.io/library/{name}:latest");
         let work = self.dir.join("work").join(format!("image-{name}"));
         let layer_dir = build_rootfs(&work.join("layer"));
@@ -573,7 +617,7 @@ impl Containerd {
         let config = serde_json::json!({
             "architecture": arch,
             "os": "linux",
-            "config": { "Env": ["PATH=/bin"], "Cmd": ["/bin/sh"] },
+            "config": { "Env": ["PATH=/bin"], "Cmd": cmd },
             "rootfs": { "type": "layers", "diff_ids": [layer_digest.as_str()] }
         });
         let config_file = work.join("config.json");
@@ -830,7 +874,7 @@ impl Containerd {
     /// until it answers. Running shims and containers are left alone.
     pub fn restart(&mut self) {
         self.stop();
-        self.child = Some(spawn_containerd(&self.dir.join("config.toml"), &self.log));
+        self.child = Some(spawn_containerd(&self.dir.join("config.toml"), &self.log, self.path_first.as_deref()));
         self.wait_ready();
     }
 
@@ -1000,10 +1044,14 @@ impl Drop for Containerd {
 }
 
 /// containerd's config: everything inside `dir`, nothing of the host's.
-fn config_toml(dir: &Path, address: &Path) -> String {
+fn config_toml(dir: &Path, address: &Path, cri: bool) -> String {
     let d = path_str(dir);
     let a = path_str(address);
-    let disabled: Vec<String> = DISABLED_PLUGINS.iter().map(|p| format!("\"{p}\"")).collect();
+    let disabled: Vec<String> = DISABLED_PLUGINS
+        .iter()
+        .filter(|p| !(cri && **p == "io.containerd.grpc.v1.cri"))
+        .map(|p| format!("\"{p}\""))
+        .collect();
     let disabled = disabled.join(", ");
     format!(
         r#"version = 2
@@ -1193,7 +1241,7 @@ mod tests {
 
     #[test]
     fn config_keeps_everything_in_the_directory() {
-        let config = config_toml(Path::new("/tmp/ctdX"), Path::new("/tmp/ctdX/c.sock"));
+        let config = config_toml(Path::new("/tmp/ctdX"), Path::new("/tmp/ctdX/c.sock"), false);
         assert!(config.contains("root = \"/tmp/ctdX/root\""), "{config}");
         assert!(config.contains("address = \"/tmp/ctdX/c.sock.ttrpc\""), "{config}");
         assert!(config.contains("\"io.containerd.grpc.v1.cri\", \"io.containerd.internal.v1.opt\""), "{config}");

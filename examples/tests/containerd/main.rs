@@ -12,12 +12,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // tests may panic
 
+mod cri;
 mod harness;
 
 use std::path::Path;
 use std::time::Duration;
 
-use harness::{require_containerd, text, Containerd, Event, Runtime, WAIT};
+use harness::{require_containerd, text, Containerd, CriSetup, Event, Runtime, WAIT};
 
 /// The `nth` (from 0) event of `topic` among `events`.
 fn nth_event<'a>(events: &'a [Event], topic: &str, nth: usize) -> &'a Event {
@@ -515,4 +516,181 @@ fn rshim_runc_options() {
         return;
     }
     runc_options(&rshim());
+}
+
+/// The image CRI runs as every pod's sandbox (its "pause" container).
+const SANDBOX_IMAGE: &str = "docker.io/library/pause-test:latest";
+
+/// containerd's CRI plugin with two runtime handlers, as on a Kubernetes
+/// node: `runc` (Debian's Go shim, `io.containerd.runc.v2`, with its runc
+/// options) and `rshim` (ours, `io.containerd.rshim.v1`, found on
+/// containerd's PATH, its runc options in a runtime config file as the
+/// README shows). Both keep runc's state under the test's directory.
+fn cri_setup() -> CriSetup {
+    let shim = Path::new(env!("CARGO_BIN_EXE_containerd-shim-rshim-v1"));
+    CriSetup {
+        shim_dir: shim.parent().expect("the shim binary is in a directory").to_path_buf(),
+        plugin_toml: Box::new(|dir: &Path| {
+            let d = path_str(dir);
+            std::fs::write(dir.join("rshim.toml"), format!("Root = \"{d}/runc\"\n")).unwrap();
+            format!(
+                r#"
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "{SANDBOX_IMAGE}"
+    # This host does not let a process lower its oom_score_adj below its
+    # parent's (the sandbox asks for -998): keep it at containerd's.
+    restrict_oom_score_adj = true
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      snapshotter = "overlayfs"
+      default_runtime_name = "runc"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+          Root = "{d}/runc"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.rshim]
+        runtime_type = "io.containerd.rshim.v1"
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.rshim.options]
+          ConfigPath = "{d}/rshim.toml"
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "{d}/cni/bin"
+      conf_dir = "{d}/cni/conf"
+"#
+            )
+        }),
+    }
+}
+
+/// Waits until `path` holds every one of `needles`.
+fn wait_for_text(path: &Path, needles: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let got = std::fs::read_to_string(path).unwrap_or_default();
+        if needles.iter().all(|n| got.contains(n)) {
+            return got;
+        }
+        assert!(std::time::Instant::now() < deadline, "{} holds {got:?}, not all of {needles:?}", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A pod through containerd's CRI plugin, as the kubelet drives it, with
+/// the runtime `handler`: RunPodSandbox (host network), CreateContainer and
+/// StartContainer of a busybox container whose stdout and stderr reach its
+/// CRI log, ExecSync with output and exit status, ContainerStatus RUNNING,
+/// StopContainer (SIGTERM: EXITED, 143), RemoveContainer, StopPodSandbox,
+/// RemovePodSandbox; nothing left behind.
+fn cri_pod(handler: &str, shim_binary: &str) {
+    let cd = Containerd::start_cri(cri_setup());
+    assert_eq!(cd.import_image_running("pause-test", &["/bin/sleep", "1000000"]), SANDBOX_IMAGE);
+    let image = cd.import_image("busybox-test");
+    let logs = cd.dir().join("logs").join("p1");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut client = cri::Cri::connect(cd.address()).await;
+        let fail = |what: &str, e: tonic::Status| -> ! { panic!("{what}: {e}\ncontainerd log:\n{}", cd.log_tail()) };
+        let v: cri::VersionResponse = client
+            .call("Version", cri::VersionRequest { version: "v1".into() })
+            .await
+            .unwrap_or_else(|e| fail("Version", e));
+        assert_eq!(v.runtime_name, "containerd");
+
+        let sandbox_config = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: "p1".into(),
+                uid: "uid-p1".into(),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: String::new(),
+            log_directory: path_str(&logs),
+            labels: Default::default(),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: "/k8s.io".into(),
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        network: cri::NODE,
+                        pid: cri::CONTAINER,
+                        ipc: cri::POD,
+                    }),
+                }),
+            }),
+        };
+        let run = cri::RunPodSandboxRequest { config: Some(sandbox_config.clone()), runtime_handler: handler.into() };
+        let sandbox: cri::RunPodSandboxResponse =
+            client.call("RunPodSandbox", run).await.unwrap_or_else(|e| fail("RunPodSandbox", e));
+        let sid = sandbox.pod_sandbox_id;
+        // The sandbox is served by the handler's shim binary.
+        let shims = cd.shim_pids(&sid);
+        assert!(!shims.is_empty(), "no shim serves sandbox {sid}");
+        for pid in shims {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            assert!(exe.ends_with(shim_binary), "sandbox {sid} is served by {}", exe.display());
+        }
+
+        let container = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata { name: "c1".into(), attempt: 0 }),
+            image: Some(cri::ImageSpec { image: image.clone() }),
+            command: vec!["/bin/sh".into(), "-c".into(), "echo hello; echo oops >&2; exec sleep 1000".into()],
+            args: Vec::new(),
+            log_path: "c1.log".into(),
+        };
+        let create = cri::CreateContainerRequest {
+            pod_sandbox_id: sid.clone(),
+            config: Some(container),
+            sandbox_config: Some(sandbox_config),
+        };
+        let created: cri::ContainerId =
+            client.call("CreateContainer", create).await.unwrap_or_else(|e| fail("CreateContainer", e));
+        let cid = created.container_id;
+        let id = || cri::ContainerId { container_id: cid.clone() };
+        let _: cri::Empty = client.call("StartContainer", id()).await.unwrap_or_else(|e| fail("StartContainer", e));
+        // CRI's log format: `<time> <stream> F <line>`.
+        wait_for_text(&logs.join("c1.log"), &[" stdout F hello", " stderr F oops"]);
+        let state = cd.runc_root().join("k8s.io").join(&cid).join("state.json");
+        assert!(state.exists(), "no runc state at {} (the handler's Root option)", state.display());
+
+        let exec = cri::ExecSyncRequest {
+            container_id: cid.clone(),
+            cmd: vec!["/bin/sh".into(), "-c".into(), "echo x; echo y >&2; exit 3".into()],
+            timeout: 10,
+        };
+        let out: cri::ExecSyncResponse = client.call("ExecSync", exec).await.unwrap_or_else(|e| fail("ExecSync", e));
+        assert_eq!((text(&out.stdout), text(&out.stderr), out.exit_code), ("x\n".into(), "y\n".into(), 3));
+
+        let status: cri::ContainerStatusResponse =
+            client.call("ContainerStatus", id()).await.unwrap_or_else(|e| fail("ContainerStatus", e));
+        assert_eq!(status.status.as_ref().map(|s| s.state), Some(cri::RUNNING), "{status:?}");
+
+        let stop = cri::StopContainerRequest { container_id: cid.clone(), timeout: 1 };
+        let _: cri::Empty = client.call("StopContainer", stop).await.unwrap_or_else(|e| fail("StopContainer", e));
+        let status: cri::ContainerStatusResponse =
+            client.call("ContainerStatus", id()).await.unwrap_or_else(|e| fail("ContainerStatus", e));
+        let s = status.status.unwrap_or_default();
+        // SIGTERM first: `sleep` dies of it.
+        assert_eq!((s.state, s.exit_code), (cri::EXITED, 143), "{s:?}");
+        assert!(s.finished_at >= s.started_at && s.started_at > 0, "{s:?}");
+
+        let _: cri::Empty = client.call("RemoveContainer", id()).await.unwrap_or_else(|e| fail("RemoveContainer", e));
+        let pod = || cri::PodSandboxId { pod_sandbox_id: sid.clone() };
+        let _: cri::Empty = client.call("StopPodSandbox", pod()).await.unwrap_or_else(|e| fail("StopPodSandbox", e));
+        let _: cri::Empty =
+            client.call("RemovePodSandbox", pod()).await.unwrap_or_else(|e| fail("RemovePodSandbox", e));
+    });
+    cd.assert_no_leftovers();
+}
+
+#[test]
+fn reference_cri_pod() {
+    if !require_containerd() {
+        return;
+    }
+    cri_pod("runc", "containerd-shim-runc-v2");
+}
+
+#[test]
+fn rshim_cri_pod() {
+    if !require_containerd() {
+        return;
+    }
+    cri_pod("rshim", "containerd-shim-rshim-v1");
 }
