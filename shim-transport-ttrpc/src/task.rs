@@ -353,7 +353,13 @@ impl TaskService {
             Err(e) => {
                 self.lock().container = None;
                 self.changed.notify_waiters();
-                return Err(status(Code::InvalidArgument, e.to_string()));
+                // Options that cannot be used are the caller's; a bundle the
+                // shim cannot write to is the host's.
+                let code = match e {
+                    crate::options::OptionsError::File { .. } => Code::Internal,
+                    _ => Code::InvalidArgument,
+                };
+                return Err(status(code, e.to_string()));
             }
         };
         let mounted = match rootfs::mount_all(&req.rootfs, std::path::Path::new(&req.bundle)) {
