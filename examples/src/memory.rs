@@ -92,26 +92,43 @@ pub fn release_code_pages() {
 struct Mapping {
     addr: *mut libc::c_void,
     len: usize,
-    /// Whether some of its pages are private copies (`Anonymous` in smaps):
-    /// written once, by relocation, and no longer the file's bytes.
+    /// Whether some of its pages are (or may be) private copies (smaps'
+    /// `Anonymous` or `Swap` not 0): written once, by relocation, and no
+    /// longer the file's bytes.
     private_copies: bool,
 }
 
 /// This binary's read-only mappings, from `/proc/self/smaps`.
 fn read_only_mappings() -> Vec<Mapping> {
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else { return Vec::new() };
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else { return Vec::new() };
+    mappings_of(&smaps, &exe.to_string_lossy())
+}
+
+/// The read-only mappings of the file `exe` in the text of an smaps file.
+fn mappings_of(smaps: &str, exe: &str) -> Vec<Mapping> {
     let mut found = Vec::new();
-    let Ok(exe) = std::fs::read_link("/proc/self/exe") else { return found };
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else { return found };
-    let exe = exe.to_string_lossy();
-    // The mapping whose fields are being read, if it is one of ours.
-    let mut current: Option<Mapping> = None;
+    // The mapping whose fields are being read, if it is one of ours, and how
+    // many of its Anonymous and Swap lines said 0.
+    let mut current: Option<(Mapping, u8)> = None;
+    // A mapping is taken for the file's own bytes only if both lines were
+    // there and said 0; otherwise it keeps PAGEOUT, the safe advice.
+    let finish = |(mut m, zeros): (Mapping, u8)| {
+        m.private_copies = zeros < 2;
+        m
+    };
     for line in smaps.lines() {
         let mut fields = line.split_whitespace();
         let Some(first) = fields.next() else { continue };
-        if let Some(kib) = first.strip_prefix("Anonymous:").map(|_| fields.next()) {
-            if let Some(m) = current.as_mut() {
-                // Unknown counts as copies: PAGEOUT is the safe advice.
-                m.private_copies = kib.is_none_or(|k| k != "0");
+        if first == "Anonymous:" || first == "Swap:" {
+            // Copies in memory (Anonymous) or swapped out (Swap): a PAGEOUT
+            // of a relocated mapping moves its copies to swap, where
+            // Anonymous no longer counts them, and DONTNEED would then drop
+            // them.
+            if let Some((_, zeros)) = current.as_mut() {
+                if fields.next() == Some("0") {
+                    *zeros += 1;
+                }
             }
             continue;
         }
@@ -120,23 +137,52 @@ fn read_only_mappings() -> Vec<Mapping> {
         let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else {
             continue;
         };
-        found.extend(current.take());
+        found.extend(current.take().map(finish));
         let perms = fields.next().unwrap_or("");
-        if (perms == "r-xp" || perms == "r--p") && line.ends_with(exe.as_ref()) {
-            current = Some(Mapping {
-                addr: start as *mut libc::c_void,
-                len: end.saturating_sub(start),
-                private_copies: true,
-            });
+        if (perms == "r-xp" || perms == "r--p") && line.ends_with(exe) {
+            let m = Mapping { addr: start as *mut libc::c_void, len: end.saturating_sub(start), private_copies: true };
+            current = Some((m, 0));
         }
     }
-    found.extend(current);
+    found.extend(current.map(finish));
     found
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_mappings_with_no_copies_in_memory_or_swap_are_the_files_own() {
+        let smaps = "\
+1000-2000 r--p 00000000 08:01 7 /bin/shim
+Rss:                   4 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+2000-3000 r-xp 00001000 08:01 7 /bin/shim
+Anonymous:             0 kB
+Swap:                  0 kB
+3000-4000 r--p 00002000 08:01 7 /bin/shim
+Anonymous:             0 kB
+Swap:                  8 kB
+4000-5000 r--p 00003000 08:01 7 /bin/shim
+Anonymous:             4 kB
+Swap:                  0 kB
+5000-6000 r--p 00004000 08:01 7 /bin/shim
+Rss:                   4 kB
+6000-7000 rw-p 00005000 08:01 7 /bin/shim
+Anonymous:             0 kB
+Swap:                  0 kB
+7000-8000 r--p 00000000 08:01 9 /lib/other
+Anonymous:             0 kB
+Swap:                  0 kB
+";
+        let found: Vec<(usize, bool)> =
+            mappings_of(smaps, "/bin/shim").iter().map(|m| (m.addr as usize, m.private_copies)).collect();
+        // Swapped-out copies and missing lines count as copies; writable
+        // mappings and other files are not ours to advise.
+        assert_eq!(found, [(0x1000, false), (0x2000, false), (0x3000, true), (0x4000, true), (0x5000, true)]);
+    }
 
     #[test]
     fn code_is_told_apart_from_relocated_data() {

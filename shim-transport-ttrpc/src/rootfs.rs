@@ -100,6 +100,15 @@ fn mount_one(m: &Mount, target: &Path) -> Result<(), String> {
                 data.len()
             ));
         };
+        // Still over a page, the kernel would cut the list short and could
+        // mount fewer layers without a word: refuse, as containerd does.
+        if short.len() >= page_size() {
+            return Err(format!(
+                "overlay options of {} bytes are over the kernel's page even with the lower directories relative to {}",
+                short.len(),
+                dir.display()
+            ));
+        }
         return mount_overlay_from(&dir, &m.source, target, flags, &short).map_err(|e| e.to_string());
     }
     let fstype = if m.r#type == "bind" { None } else { Some(m.r#type.as_str()) };

@@ -342,6 +342,14 @@ impl TaskService {
                 execs: HashMap::new(),
             });
         }
+        // The bundle is written to (options) and mounted on (rootfs) before
+        // the core sees the request: a relative one would land in the
+        // shim's working directory.
+        if !std::path::Path::new(&req.bundle).is_absolute() {
+            self.lock().container = None;
+            self.changed.notify_waiters();
+            return Err(status(Code::InvalidArgument, format!("bundle {:?} is not an absolute path", req.bundle)));
+        }
         // Read, and kept in the bundle for a `delete` after this shim is
         // gone, before anything is mounted or created.
         let options = req.options.as_ref().map(RuncOptions::from_any).transpose().and_then(|o| {
