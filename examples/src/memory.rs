@@ -108,14 +108,15 @@ fn read_only_mappings() -> Vec<Mapping> {
 /// The read-only mappings of the file `exe` in the text of an smaps file.
 fn mappings_of(smaps: &str, exe: &str) -> Vec<Mapping> {
     let mut found = Vec::new();
-    // The mapping whose fields are being read, if it is one of ours, and how
-    // many of its Anonymous and Swap lines said 0.
-    let mut current: Option<(Mapping, u8)> = None;
+    // The mapping whose fields are being read, if it is one of ours (start,
+    // length), and how many of its Anonymous and Swap lines said 0.
+    let mut current: Option<(usize, usize, u8)> = None;
     // A mapping is taken for the file's own bytes only if both lines were
     // there and said 0; otherwise it keeps PAGEOUT, the safe advice.
-    let finish = |(mut m, zeros): (Mapping, u8)| {
-        m.private_copies = zeros < 2;
-        m
+    let finish = |(start, len, zeros): (usize, usize, u8)| Mapping {
+        addr: start as *mut libc::c_void,
+        len,
+        private_copies: zeros < 2,
     };
     for line in smaps.lines() {
         let mut fields = line.split_whitespace();
@@ -125,7 +126,7 @@ fn mappings_of(smaps: &str, exe: &str) -> Vec<Mapping> {
             // of a relocated mapping moves its copies to swap, where
             // Anonymous no longer counts them, and DONTNEED would then drop
             // them.
-            if let Some((_, zeros)) = current.as_mut() {
+            if let Some((_, _, zeros)) = current.as_mut() {
                 if fields.next() == Some("0") {
                     *zeros += 1;
                 }
@@ -140,8 +141,7 @@ fn mappings_of(smaps: &str, exe: &str) -> Vec<Mapping> {
         found.extend(current.take().map(finish));
         let perms = fields.next().unwrap_or("");
         if (perms == "r-xp" || perms == "r--p") && line.ends_with(exe) {
-            let m = Mapping { addr: start as *mut libc::c_void, len: end.saturating_sub(start), private_copies: true };
-            current = Some((m, 0));
+            current = Some((start, end.saturating_sub(start), 0));
         }
     }
     found.extend(current.map(finish));

@@ -72,9 +72,7 @@ fn wait_gone(pid: u32) {
 
 #[tokio::test]
 async fn start_serve_shutdown_and_delete_as_containerd_runs_them() {
-    if !nix::unistd::Uid::effective().is_root() {
-        assert!(std::env::var("SHIM_REQUIRE_RUNC").as_deref() != Ok("1"), "the shim binary test needs root");
-        eprintln!("skipping: not root");
+    if !shim_core::testing::require_root() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -182,9 +180,7 @@ fn servers_of(id: &str) -> Vec<u32> {
 /// `start` answers its address.
 #[tokio::test]
 async fn concurrent_starts_of_one_container_share_one_server() {
-    if !nix::unistd::Uid::effective().is_root() {
-        assert!(std::env::var("SHIM_REQUIRE_RUNC").as_deref() != Ok("1"), "the shim binary test needs root");
-        eprintln!("skipping: not root");
+    if !shim_core::testing::require_root() {
         return;
     }
     for round in 0..5 {

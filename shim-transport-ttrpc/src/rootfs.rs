@@ -93,7 +93,8 @@ fn mount_overlay_from(dir: &Path, source: &str, target: &Path, flags: MsFlags, d
 /// Mounts one mount on `target`.
 fn mount_one(m: &Mount, target: &Path) -> Result<(), String> {
     let (flags, data) = options(&m.options);
-    if m.r#type == "overlay" && data.len() >= page_size() {
+    let page = page_size();
+    if m.r#type == "overlay" && data.len() >= page {
         let Some((dir, short)) = compact_lowerdirs(&data) else {
             return Err(format!(
                 "overlay options of {} bytes are over the kernel's page and its lower directories share no parent",
@@ -102,7 +103,7 @@ fn mount_one(m: &Mount, target: &Path) -> Result<(), String> {
         };
         // Still over a page, the kernel would cut the list short and could
         // mount fewer layers without a word: refuse, as containerd does.
-        if short.len() >= page_size() {
+        if short.len() >= page {
             return Err(format!(
                 "overlay options of {} bytes are over the kernel's page even with the lower directories relative to {}",
                 short.len(),

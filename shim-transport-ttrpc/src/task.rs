@@ -342,40 +342,11 @@ impl TaskService {
                 execs: HashMap::new(),
             });
         }
-        // The bundle is written to (options) and mounted on (rootfs) before
-        // the core sees the request: a relative one would land in the
-        // shim's working directory.
-        if !std::path::Path::new(&req.bundle).is_absolute() {
-            self.lock().container = None;
-            self.changed.notify_waiters();
-            return Err(status(Code::InvalidArgument, format!("bundle {:?} is not an absolute path", req.bundle)));
-        }
-        // Read, and kept in the bundle for a `delete` after this shim is
-        // gone, before anything is mounted or created.
-        let options = req.options.as_ref().map(RuncOptions::from_any).transpose().and_then(|o| {
-            let o = o.unwrap_or_default();
-            o.save(std::path::Path::new(&req.bundle)).map(|()| o)
-        });
-        let options = match options {
-            Ok(o) => o,
+        let (options, mounted) = match Self::prepare_bundle(&req) {
+            Ok(prepared) => prepared,
             Err(e) => {
-                self.lock().container = None;
-                self.changed.notify_waiters();
-                // Options that cannot be used are the caller's; a bundle the
-                // shim cannot write to is the host's.
-                let code = match e {
-                    crate::options::OptionsError::File { .. } => Code::Internal,
-                    _ => Code::InvalidArgument,
-                };
-                return Err(status(code, e.to_string()));
-            }
-        };
-        let mounted = match rootfs::mount_all(&req.rootfs, std::path::Path::new(&req.bundle)) {
-            Ok(m) => m,
-            Err(e) => {
-                self.lock().container = None;
-                self.changed.notify_waiters();
-                return Err(status(Code::Internal, e.to_string()));
+                self.release_reservation();
+                return Err(e);
             }
         };
         if let Some(c) = self.lock().container.as_mut() {
@@ -411,12 +382,45 @@ impl TaskService {
                 if mounted {
                     rootfs::unmount(std::path::Path::new(&req.bundle));
                 }
-                self.lock().container = None;
-                // A Wait that came during Create learns there is nothing.
-                self.changed.notify_waiters();
+                self.release_reservation();
                 Err(from_shim(&e))
             }
         }
+    }
+
+    /// What Create does in the bundle before the core sees the request: the
+    /// runc options read and kept there (for a `delete` after this shim is
+    /// gone), then the rootfs mounted. Returns the options and whether
+    /// something was mounted.
+    fn prepare_bundle(req: &api::CreateTaskRequest) -> Result<(RuncOptions, bool), Status> {
+        let bundle = std::path::Path::new(&req.bundle);
+        // Written to and mounted on before the core validates the request: a
+        // relative bundle would land in the shim's working directory.
+        if !bundle.is_absolute() {
+            return Err(status(Code::InvalidArgument, format!("bundle {:?} is not an absolute path", req.bundle)));
+        }
+        let options = req.options.as_ref().map(RuncOptions::from_any).transpose().and_then(|o| {
+            let o = o.unwrap_or_default();
+            o.save(bundle).map(|()| o)
+        });
+        let options = options.map_err(|e| {
+            // Options that cannot be used are the caller's; a bundle the shim
+            // cannot write to is the host's.
+            let code = match e {
+                crate::options::OptionsError::File { .. } => Code::Internal,
+                _ => Code::InvalidArgument,
+            };
+            status(code, e.to_string())
+        })?;
+        let mounted = rootfs::mount_all(&req.rootfs, bundle).map_err(|e| status(Code::Internal, e.to_string()))?;
+        Ok((options, mounted))
+    }
+
+    /// Gives up the container Create reserved; a Wait that came during
+    /// Create learns there is nothing.
+    fn release_reservation(&self) {
+        self.lock().container = None;
+        self.changed.notify_waiters();
     }
 
     async fn start(&self, req: api::StartRequest) -> Result<api::StartResponse, Status> {

@@ -336,16 +336,26 @@ pub fn runc_unavailable_reason() -> Option<String> {
 /// why and returns `false` (the test should return early), unless
 /// `SHIM_REQUIRE_RUNC=1`, in which case it panics so CI fails loudly.
 pub fn require_runc() -> bool {
-    match runc_unavailable_reason() {
-        None => true,
-        Some(reason) => {
-            if std::env::var("SHIM_REQUIRE_RUNC").as_deref() == Ok("1") {
-                panic!("SHIM_REQUIRE_RUNC=1 but runc tests cannot run: {reason}");
-            }
-            eprintln!("skipping runc test: {reason} (set SHIM_REQUIRE_RUNC=1 to fail instead)");
-            false
-        }
+    require("runc", runc_unavailable_reason())
+}
+
+/// Whether a test that needs root (but not runc: mounts, a shim binary of
+/// its own) should run; like [`require_runc`], it panics instead of skipping
+/// under `SHIM_REQUIRE_RUNC=1`.
+pub fn require_root() -> bool {
+    let reason = (!nix::unistd::Uid::effective().is_root()).then(|| "not running as root".to_string());
+    require("root", reason)
+}
+
+/// `true` without a `reason` not to run; otherwise skips with it, or under
+/// `SHIM_REQUIRE_RUNC=1` panics so CI fails loudly.
+fn require(what: &str, reason: Option<String>) -> bool {
+    let Some(reason) = reason else { return true };
+    if std::env::var("SHIM_REQUIRE_RUNC").as_deref() == Ok("1") {
+        panic!("SHIM_REQUIRE_RUNC=1 but {what} tests cannot run: {reason}");
     }
+    eprintln!("skipping {what} test: {reason} (set SHIM_REQUIRE_RUNC=1 to fail instead)");
+    false
 }
 
 /// The one reaper of a test process.
