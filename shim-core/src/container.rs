@@ -114,7 +114,8 @@ struct Inner<R> {
     bus: EventBus,
     state: Mutex<ShimState>,
     /// Held across the runtime's start and the STARTED event, and taken by the
-    /// init's exit before its EXIT, so EXIT never precedes STARTED.
+    /// init's exit before its EXIT and by the OOM watch before an OOM, so
+    /// neither precedes STARTED.
     start_lock: tokio::sync::Mutex<()>,
     /// Serialises OOM reports with the init's EXIT.
     oom_lock: tokio::sync::Mutex<Option<Arc<OomWatcher>>>,
@@ -259,6 +260,10 @@ impl<R: Runtime> ContainerShim<R> {
         Some(tokio::spawn(async move {
             loop {
                 watcher.ready().await;
+                // A container can reach its memory limit while `runc start`
+                // is still running: wait for Start's STARTED, so OOM never
+                // precedes it (same lock order as the init's exit).
+                let _started = shim.inner.start_lock.lock().await;
                 let guard = shim.inner.oom_lock.lock().await;
                 if guard.is_none() {
                     return;
