@@ -37,19 +37,22 @@ fn main() {
     order_code();
 }
 
-/// Passes `code-order.txt` (written by `benches/scripts/code-order.sh`) to
+/// With `SHIM_CODE_ORDER=1` (set by `make daemon`, the operator build),
+/// passes `code-order.txt` (written by `benches/scripts/code-order.sh`) to
 /// the linker, so the functions a shim runs from its start to a container's
 /// delete sit together in its text instead of spread over all of it.
 ///
 /// Why: the kernel maps a binary's code 64 KiB around each page a process
 /// first touches, so code spread over the text leaves nearly all of it
-/// resident (2.5 of 2.6 MiB in the daemon just after Start, of which the
-/// lifecycle runs about 0.9 MiB). The numbers are in docs/PERFORMANCE.md.
+/// resident (2.4 of 2.5 MiB in the daemon just after Start, of which the
+/// lifecycle runs about 1 MiB). The numbers are in docs/PERFORMANCE.md.
 ///
-/// Only when building for the host with the toolchain's own `rust-lld`
-/// (which is passed explicitly, so an older default linker does not matter);
-/// names the file does not know (a dependency upgraded since it was
-/// written) are ignored, which costs memory, never correctness.
+/// Opt-in: the names in the file are those of that build (symbol hashes
+/// depend on the toolchain, the profile, the flags and the dependencies), and
+/// it needs the toolchain's own `rust-lld` behind a gcc or clang driver
+/// (passed explicitly, so an older default linker does not matter). Names
+/// the file does not know are ignored, which costs memory, never
+/// correctness; a file written by another toolchain gets a warning.
 fn order_code() {
     println!("cargo:rerun-if-changed=code-order.txt");
     println!("cargo:rerun-if-env-changed=SHIM_CODE_ORDER");
@@ -58,10 +61,11 @@ fn order_code() {
     // written only when asked: they do not change what is linked.
     if let Ok(dir) = std::env::var("SHIM_LINK_MAP") {
         for bin in ["shim", "containerd-shim-rshim-v1"] {
-            println!("cargo:rustc-link-arg-bin={bin}=-Wl,-Map={dir}/{bin}.map");
+            println!("cargo:rustc-link-arg-bin={bin}=-Xlinker");
+            println!("cargo:rustc-link-arg-bin={bin}=-Map={dir}/{bin}.map");
         }
     }
-    if std::env::var("SHIM_CODE_ORDER").is_ok_and(|v| v == "0") {
+    if std::env::var("SHIM_CODE_ORDER").map_or(true, |v| v != "1") {
         return;
     }
     let order = match std::env::var("CARGO_MANIFEST_DIR") {
@@ -71,28 +75,50 @@ fn order_code() {
     let (Ok(host), Ok(target)) = (std::env::var("HOST"), std::env::var("TARGET")) else {
         return;
     };
-    if host != target || !target.contains("-linux-") || !order.exists() {
+    let Ok(text) = std::fs::read_to_string(&order) else {
+        println!("cargo:warning=SHIM_CODE_ORDER=1 but {} cannot be read: code not ordered", order.display());
+        return;
+    };
+    if host != target || !target.contains("-linux-") {
+        println!("cargo:warning=SHIM_CODE_ORDER=1 orders code only in native Linux builds");
         return;
     }
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
-    let Some(sysroot) = Command::new(rustc)
-        .args(["--print", "sysroot"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    else {
+    let run = |args: &[&str]| {
+        Command::new(&rustc)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(sysroot) = run(&["--print", "sysroot"]) else {
         return;
     };
-    let gcc_ld = Path::new(&sysroot).join("lib/rustlib").join(&host).join("bin/gcc-ld");
-    if !gcc_ld.join("ld.lld").exists() {
+    // The file's first line names the compiler it was written with: the
+    // names of another one mostly do not match.
+    let written_with = text.lines().next().and_then(|l| l.strip_prefix("# ")).unwrap_or_default();
+    if let Some(version) = run(&["-V"]) {
+        if version != written_with {
+            println!(
+                "cargo:warning=code-order.txt was written with {written_with:?}, this is {version:?}: \
+                 run benches/scripts/code-order.sh again (the build works, its code is less well ordered)"
+            );
+        }
+    }
+    let bin = Path::new(&sysroot).join("lib/rustlib").join(&host).join("bin");
+    let gcc_ld = bin.join("gcc-ld");
+    if !gcc_ld.join("ld.lld").exists() || !bin.join("rust-lld").exists() {
+        println!("cargo:warning=SHIM_CODE_ORDER=1 needs the toolchain's rust-lld: code not ordered");
         return;
     }
     for arg in [
         format!("-B{}", gcc_ld.display()),
         "-fuse-ld=lld".to_string(),
-        format!("-Wl,--symbol-ordering-file={}", order.display()),
-        "-Wl,--no-warn-symbol-ordering".to_string(),
+        "-Xlinker".to_string(),
+        format!("--symbol-ordering-file={}", order.display()),
+        "-Xlinker".to_string(),
+        "--no-warn-symbol-ordering".to_string(),
     ] {
         println!("cargo:rustc-link-arg-bins={arg}");
     }

@@ -6,7 +6,7 @@
 # Why: the kernel maps a binary's code 64 KiB around each page a process
 # first touches. Laid out as the compiler left it, the code the daemon runs
 # from its start to a container's Start is spread over nearly all of its
-# 2.5 MiB of text, and all of it was resident; grouped, about 1 MiB is.
+# 2.5 MiB of text, and 2.4 MiB of it was resident; grouped, 1.5 MiB is.
 # docs/PERFORMANCE.md has the measurements.
 #
 # How: `make daemon` (the operator build) with linker maps, each daemon run
@@ -15,18 +15,21 @@
 # containerd drives it, with the containerd bench), the instructions run
 # looked up in the maps, and the build redone with the new order. The names
 # in the file are those of that build (the symbol hashes depend on the
-# profile and the dependencies' versions), so run it again after upgrading
-# dependencies or changing the release profile; names it no longer finds
-# are ignored and only cost memory.
+# compiler, the profile, the flags and the dependencies' versions), so run it
+# again after a toolchain or dependency upgrade or a profile change (the
+# build warns when the compiler differs from the one named on the file's
+# first line); names it no longer finds are ignored and only cost memory.
 #
-# Needs root, runc, busybox-static, containerd (`make deps`) and valgrind.
+# Needs root, runc, busybox-static, containerd (`make deps`) and valgrind
+# (its callgrind_control uses ptrace: not in a container without
+# CAP_SYS_PTRACE).
 #
 #   bash benches/scripts/code-order.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v valgrind >/dev/null || {
   echo "code-order.sh: installing valgrind"
-  apt-get install -y -qq valgrind >/dev/null
+  apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
 }
 host=$(rustc -vV | sed -n 's/^host: //p')
 bin="target/$host/release"
@@ -39,7 +42,14 @@ maps=$(mktemp -d "$PWD/target/code-order/XXXXXX")
 mkdir -p "$maps/profiles"
 SHIM_LINK_MAP="$maps" make --no-print-directory daemon
 work=$(mktemp -d /dev/shm/code-order.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+daemon=
+cleanup() {
+  # On failure: the daemon under valgrind and its container, if any.
+  [ -z "$daemon" ] || kill "$daemon" 2>/dev/null || true
+  runc delete --force code-order >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 # valgrind logs to a file: a copy of the stderr it was given, kept open in
 # the forked server, would keep the bench reading `start`'s output forever.
 callgrind=(valgrind --tool=callgrind --dump-instr=yes --compress-pos=no
@@ -73,13 +83,16 @@ done
 "${ctl[@]}" wait --pid "$init" >/dev/null
 "${ctl[@]}" delete --pid "$init" >/dev/null
 wait "$daemon"
+daemon=
 
 # The containerd runtime, as containerd drives it: two rounds of the
 # containerd bench run it under callgrind (its `start` forks the server, which callgrind follows).
-cat >"$work/rshim" <<EOF
-#!/bin/sh
-exec ${callgrind[*]} $PWD/$bin/containerd-shim-rshim-v1 "\$@"
-EOF
+{
+  echo '#!/bin/sh'
+  printf 'exec'
+  printf " '%s'" "${callgrind[@]}" "$PWD/$bin/containerd-shim-rshim-v1"
+  echo ' "$@"'
+} >"$work/rshim"
 chmod +x "$work/rshim"
 RSHIM_BIN="$work/rshim" cargo run --quiet --release -p shim-benches --example containerd_shims -- 2 >/dev/null
 

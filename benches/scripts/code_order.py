@@ -6,8 +6,10 @@ Usage: code_order.py OUT MAP... --first PROFILE... --then PROFILE...
 Each MAP is the linker map (`-Map`, lld's format) of one binary, named
 `<binary>.map`; each PROFILE is a callgrind output (`--dump-instr=yes
 --compress-pos=no`) of a run of one of those binaries, stripped as shipped.
-Every instruction callgrind saw run is looked up by its address in the map of its binary, and the symbols of the input
-sections that hold them are written to OUT, one a line: first those the
+Every instruction callgrind saw run is looked up by its address in the map
+of its binary, and the symbols of the input sections that hold them are
+written to OUT, one a line, after a comment naming the compiler: first the
+idle trimmer's and those the
 `--first` profiles ran, then those the others ran, each group in the order
 the linker had laid them out. `code-order.sh` explains why.
 """
@@ -15,6 +17,7 @@ the linker had laid them out. `code-order.sh` explains why.
 import bisect
 import os
 import re
+import subprocess
 import sys
 
 # "VMA LMA SIZE ALIGN <indent> file.o:(section)" in lld's map; symbol lines
@@ -22,6 +25,9 @@ import sys
 INPUT = re.compile(r"^\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+\s+(\S.*):\((\.text[^)]*)\)$")
 SYMBOL = re.compile(r"^\s*[0-9a-f]+\s+[0-9a-f]+\s+[0-9a-f]+\s+\d+\s+(\S+)$")
 FUNCTION_SECTION = re.compile(r"^\.text\.(?:(?:unlikely|hot|startup|exit)\.)?(.+)$")
+# Run only when an idle shim gives its code back, which it does not under
+# valgrind (too slow to count as idle): listed with the idle code by name.
+IDLE_ALSO = re.compile(r"13shim_examples6memory|^(?:__)?madvise$")
 # glibc's variants of one function for each instruction set, of which the
 # CPU that runs the binary picks one at start-up (`__memmove_evex_unaligned`).
 VARIANT = re.compile(r"^__(\w+?)_(?:sse|ssse|avx|evex|fma)")
@@ -71,6 +77,7 @@ def read_profile(path):
     run = {}
     objects = {}
     ob = cob = None
+    previous = ""
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             line = line.rstrip("\n")
@@ -83,6 +90,12 @@ def read_profile(path):
                 else:
                     cob = objects.get(m.group(2))
                 continue
+            if line.startswith("cfn="):
+                # A cob= line, if any, came just before: otherwise the
+                # called function is in the caller's object.
+                if not previous.startswith("cob="):
+                    cob = ob
+            previous = line
             m = re.match(r"^calls=\d+ 0x([0-9a-f]+)", line)
             if m:
                 run.setdefault(cob, set()).add(int(m.group(1), 16))
@@ -124,6 +137,8 @@ def main(argv):
     first_at, then_at = argv.index("--first"), argv.index("--then")
     maps = {os.path.basename(p)[: -len(".map")]: read_map(p) for p in argv[2:first_at]}
     groups = [hot_sections(maps, argv[first_at + 1 : then_at]), hot_sections(maps, argv[then_at + 1 :])]
+    for name, sections in maps.items():
+        groups[0][name].update(i for i, (_, _, syms) in enumerate(sections) if any(map(IDLE_ALSO.search, syms)))
     written = set()
     lines = []
     for group in groups:
@@ -138,8 +153,10 @@ def main(argv):
         sizes = [sum(sections[i][1] - sections[i][0] for i in g[name]) // 1024 for g in groups]
         print(f"{name}: {len(groups[1][name])} of {len(sections)} functions run, "
               f"{sizes[1]} of {total // 1024} KiB of code; first: {sizes[0]} KiB", file=sys.stderr)
+    # The compiler the names are from: build.rs warns when another builds.
+    compiler = subprocess.run(["rustc", "-V"], capture_output=True, text=True, check=True).stdout.strip()
     with open(out, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write(f"# {compiler}\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -136,9 +136,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// held across a runtime call or an I/O wait, so a slow `Exec` does not stall
 /// `State`, `Kill` or reaping. One lock is, on purpose: the start lock is held
 /// across the runtime's `start` (and taken by the init's exit before its
-/// EXIT), so that EXIT never precedes STARTED; a `runc start` that hangs
-/// therefore delays the init's EXIT until `RuncConfig::command_timeout`, and
-/// a second `Start` waits for the first.
+/// EXIT and by the OOM watch before an OOM), so that neither precedes
+/// STARTED; a `runc start` that hangs therefore delays the init's EXIT until
+/// `RuncConfig::command_timeout`, and a second `Start` waits for the first.
+/// Pause, Resume and Checkpoint hold it too, so an OOM that happens during
+/// one of them (a CRIU checkpoint can take long) is reported when it ends.
 pub struct ContainerShim<R> {
     inner: Arc<Inner<R>>,
 }

@@ -31,9 +31,8 @@
 //!
 //! Every subscriber of [`Shim::events`] gets every event, in this order:
 //! `CREATED` before `STARTED` before the init's `EXIT`; a process's
-//! `EXEC_ADDED` before its `EXIT`; an `OOM` after `STARTED` (also when the
-//! limit is hit while the runtime's start is still running) and before the
-//! init `EXIT` it caused;
+//! `EXEC_ADDED` before its `EXIT`; an `OOM` that happens while a `Start` runs
+//! after its `STARTED`, and every `OOM` before the init `EXIT` it caused;
 //! the init's `EXIT` after the `EXIT`s of the execs that died with it. An
 //! `EXIT` is published only once the process's output has been copied out
 //! (bounded by a grace period without progress, so a background child that
