@@ -124,6 +124,10 @@ struct Inner<R> {
     execs_starting: watch::Sender<usize>,
 }
 
+/// After an OOM event, how long further OOM notifications add up before the
+/// next one is published (see `watch_oom`).
+const OOM_COALESCE: Duration = Duration::from_millis(100);
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -265,13 +269,26 @@ impl<R: Runtime> ContainerShim<R> {
                 // A container can reach its memory limit while `runc start`
                 // is still running: wait for Start's STARTED, so OOM never
                 // precedes it (same lock order as the init's exit).
-                let _started = shim.inner.start_lock.lock().await;
-                let guard = shim.inner.oom_lock.lock().await;
-                if guard.is_none() {
-                    return;
-                }
-                if watcher.take() > 0 {
-                    shim.publish(&id, EventType::Oom, 0, 0);
+                let published = {
+                    let _started = shim.inner.start_lock.lock().await;
+                    let guard = shim.inner.oom_lock.lock().await;
+                    if guard.is_none() {
+                        return;
+                    }
+                    let oom = watcher.take() > 0;
+                    if oom {
+                        shim.publish(&id, EventType::Oom, 0, 0);
+                    }
+                    oom
+                };
+                // cgroup v1 notifies for every charge that fails while the
+                // victim is dying: thousands within a second were seen,
+                // enough to push every other event out of a slow
+                // subscriber's ring. What comes in meanwhile adds up in the
+                // watcher and is reported once, after the pause; the init's
+                // exit still takes what is pending right before its EXIT.
+                if published {
+                    tokio::time::sleep(OOM_COALESCE).await;
                 }
             }
         }))

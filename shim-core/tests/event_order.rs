@@ -80,3 +80,34 @@ async fn an_oom_during_start_is_published_after_started() {
     let exit = tokio::time::timeout(T, shim.wait(WaitRequest { pid: init })).await.unwrap().unwrap();
     assert_eq!(exit.exit_status, 137);
 }
+
+/// The fake runtime with an OOM trigger the test fires by hand.
+fn oom_by_hand() -> (ContainerShim<OomDuringStart>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = serde_json::json!({ "process": { "args": ["sleep"], "cwd": "/" } });
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let runtime = OomDuringStart { inner: FakeRuntime::new(), trigger: Mutex::new(None) };
+    (ContainerShim::with_runtime(runtime, ShimConfig::default(), None), dir)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_flood_of_oom_notifications_does_not_flood_the_events() {
+    let (shim, dir) = oom_by_hand();
+    let mut events = shim.events(EventsRequest::default()).await.unwrap();
+    let req = CreateRequest { id: "c".into(), bundle: dir.path().display().to_string(), ..Default::default() };
+    let init = shim.create(req).await.unwrap().pid;
+    shim.start(StartRequest {}).await.unwrap();
+    // As cgroup v1 does while an OOM victim dies: a notification for each
+    // failed charge, here far more than the event ring (256) holds, each
+    // with a chance for the watch to run.
+    let trigger = shim.runtime().trigger.lock().unwrap().clone().unwrap();
+    for _ in 0..2000 {
+        trigger.fire();
+        tokio::task::yield_now().await;
+    }
+    shim.kill(KillRequest { pid: init, signal: 9, all: false }).await.unwrap();
+    let seen = collect_events(&mut events, T, |e| e.r#type == EventType::Exit as i32).await.unwrap();
+    let ooms = seen.iter().filter(|e| e.r#type == EventType::Oom as i32).count();
+    assert!((1..=3).contains(&ooms), "{ooms} OOM events for one flood");
+    assert_eq!(seen.last().map(|e| (e.pid, e.exit_status)), Some((init, 137)));
+}
