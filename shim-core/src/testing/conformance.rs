@@ -198,6 +198,21 @@ pub struct Scenario {
     pub id: String,
 }
 
+impl Drop for Scenario {
+    /// A scenario that failed leaves its container to runc: removed here, so
+    /// that a failing run does not leave containers (and their cgroups)
+    /// running on the machine. Runc's default root, as the harnesses use.
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.programs == Programs::Busybox {
+            let _ = std::process::Command::new("runc")
+                .args(["delete", "--force", &self.id])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
 fn unique(tag: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
