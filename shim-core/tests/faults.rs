@@ -21,6 +21,12 @@ struct Fx {
     id: String,
 }
 
+impl Drop for Fx {
+    fn drop(&mut self) {
+        shim_core::testing::remove_container_if_failing(&self.id);
+    }
+}
+
 impl Fx {
     fn new(tag: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();

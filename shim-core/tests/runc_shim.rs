@@ -24,6 +24,12 @@ struct Fixture {
     id: String,
 }
 
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        shim_core::testing::remove_container_if_failing(&self.id);
+    }
+}
+
 fn unique_id(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     format!("{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))

@@ -203,12 +203,8 @@ impl Drop for Scenario {
     /// that a failing run does not leave containers (and their cgroups)
     /// running on the machine. Runc's default root, as the harnesses use.
     fn drop(&mut self) {
-        if std::thread::panicking() && self.programs == Programs::Busybox {
-            let _ = std::process::Command::new("runc")
-                .args(["delete", "--force", &self.id])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
+        if self.programs == Programs::Busybox {
+            super::remove_container_if_failing(&self.id);
         }
     }
 }
