@@ -22,19 +22,23 @@ fn main() {
             }
         }
     }
-    let revision = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|r| !r.is_empty());
+    let revision = stdout_of("git", &["rev-parse", "--short=12", "HEAD"]).filter(|r| !r.is_empty());
     let stamped = match revision {
         Some(rev) => format!("{version} (git {rev})"),
         None => version,
     };
     println!("cargo:rustc-env=SHIM_VERSION={stamped}");
     order_code();
+}
+
+/// What `program args` printed, trimmed, if it ran and succeeded.
+fn stdout_of(program: &str, args: &[&str]) -> Option<String> {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
 /// With `SHIM_CODE_ORDER=1` (set by `make daemon`, the operator build),
@@ -48,7 +52,8 @@ fn main() {
 /// lifecycle runs about 1 MiB). The numbers are in docs/PERFORMANCE.md.
 ///
 /// Opt-in: the names in the file are those of that build (symbol hashes
-/// depend on the toolchain, the profile, the flags and the dependencies), and
+/// depend on the toolchain, the profile, the flags, the dependencies and
+/// the code the daemons run), and
 /// it needs the toolchain's own `rust-lld` behind a gcc or clang driver
 /// (passed explicitly, so an older default linker does not matter). Names
 /// the file does not know are ignored, which costs memory, never
@@ -84,21 +89,13 @@ fn order_code() {
         return;
     }
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
-    let run = |args: &[&str]| {
-        Command::new(&rustc)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let Some(sysroot) = run(&["--print", "sysroot"]) else {
+    let Some(sysroot) = stdout_of(&rustc, &["--print", "sysroot"]) else {
         return;
     };
     // The file's first line names the compiler it was written with: the
     // names of another one mostly do not match.
     let written_with = text.lines().next().and_then(|l| l.strip_prefix("# ")).unwrap_or_default();
-    if let Some(version) = run(&["-V"]) {
+    if let Some(version) = stdout_of(&rustc, &["-V"]) {
         if version != written_with {
             println!(
                 "cargo:warning=code-order.txt was written with {written_with:?}, this is {version:?}: \

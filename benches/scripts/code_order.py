@@ -110,14 +110,14 @@ def read_profile(path):
 def hot_sections(maps, profiles):
     """Indexes of the sections run, per binary, and their glibc variants."""
     hot = {name: set() for name in maps}
+    starts = {name: [s[0] for s in sections] for name, sections in maps.items()}
     for profile in profiles:
         for obj, addresses in read_profile(profile).items():
             name = os.path.basename(obj or "")
             if name not in maps:
                 continue
-            starts = [s[0] for s in maps[name]]
             for address in addresses:
-                i = bisect.bisect_right(starts, address) - 1
+                i = bisect.bisect_right(starts[name], address) - 1
                 if i >= 0 and address < maps[name][i][1]:
                     hot[name].add(i)
     for name, sections in maps.items():

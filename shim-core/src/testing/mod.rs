@@ -331,12 +331,13 @@ pub fn runc_unavailable_reason() -> Option<String> {
 }
 
 /// For a test fixture's `Drop`: when the test is failing (panicking),
-/// force-deletes the runc container `id` (runc's default root, as the test
-/// fixtures use), so a failed run does not leave it, and its cgroup, on the
-/// machine. Does nothing when the test passed: it deleted its container.
+/// force-deletes the container `id` with [`runc_binary`] (the runtime the
+/// shims under test run; its default root, as the test fixtures use), so a
+/// failed run does not leave it, and its cgroup, on the machine. Does
+/// nothing when the test passed: it deleted its container.
 pub fn remove_container_if_failing(id: &str) {
     if std::thread::panicking() {
-        let _ = std::process::Command::new("runc")
+        let _ = std::process::Command::new(runc_binary())
             .args(["delete", "--force", id])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
