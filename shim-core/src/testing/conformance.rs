@@ -54,7 +54,12 @@ pub enum Program {
     /// Takes this many bytes of its own (anonymous) memory for a moment and
     /// exits 0, releasing them (busybox: `tail` buffering one line of that
     /// length; fake: `hog:N`): past the container's limit, it is the
-    /// process the OOM killer picks.
+    /// process the OOM killer picks. Its shell first raises its own
+    /// `oom_score_adj` to 1000 (no privilege needed; this host forbids
+    /// lowering the init's): the kernel can kill a second process of the
+    /// cgroup while the first victim's memory is still being freed (seen
+    /// here: the init `sleep` killed 4 ms after `tail`), and that second
+    /// victim must be of the hog too, not the init.
     Hog(usize),
 }
 
@@ -93,7 +98,11 @@ impl Programs {
             }
             (Programs::Fake, Program::Allocate(n)) => vec![format!("bytes:{n}")],
             (Programs::Busybox, Program::Hog(n)) => {
-                vec!["sh".into(), "-c".into(), format!("head -c {n} /dev/zero | tail")]
+                vec![
+                    "sh".into(),
+                    "-c".into(),
+                    format!("echo 1000 > /proc/self/oom_score_adj; head -c {n} /dev/zero | tail"),
+                ]
             }
             (Programs::Fake, Program::Hog(n)) => vec![format!("hog:{n}")],
             // An unknown step fails in the fake as a missing binary does in runc.
