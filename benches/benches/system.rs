@@ -294,7 +294,27 @@ async fn machine(reaper: &Reaper) -> String {
         .unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let runc = command_line(reaper, "runc", &["--version"]).await;
-    format!("{cores} cores ({cpu}), {mem} GiB, Linux {}, {runc}", kernel.trim())
+    format!("{cores} cores ({cpu}), {mem} GiB, Linux {}, {runc}, {}", kernel.trim(), cgroup_lock(&kernel))
+}
+
+/// Whether `runc create`'s write to `cgroup.procs` waits for an RCU grace
+/// period (Linux 6.0 and later, unless told to favour dynamic cgroup
+/// changes): much of runc's time and of its spread (see the notes).
+fn cgroup_lock(kernel: &str) -> &'static str {
+    let major: u32 = kernel.split('.').next().and_then(|m| m.trim().parse().ok()).unwrap_or(0);
+    if major < 6 {
+        return "cgroup attach without a grace period (before Linux 6.0)";
+    }
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let flag = read("/proc/cmdline")
+        .split_whitespace()
+        .any(|w| w.strip_prefix("cgroup_favordynmods=").is_some_and(|v| matches!(v, "1" | "y" | "Y" | "true")));
+    let mounted = read("/proc/mounts").lines().any(|l| l.contains(" cgroup") && l.contains("favordynmods"));
+    if flag || mounted {
+        "cgroup favordynmods on"
+    } else {
+        "cgroup favordynmods off (each cgroup attach waits for an RCU grace period)"
+    }
 }
 
 /// RSS and PSS in KiB, and the thread count.
