@@ -283,6 +283,34 @@ async fn a_hung_runtime_call_is_killed_after_the_timeout() {
     assert_eq!(fx.work_files(), Vec::<String>::new());
 }
 
+/// A runtime that writes its error to stderr only (not in its `--log`
+/// file): the message of a failed control call is that text, cut at 4 KiB,
+/// and the file it was captured in is gone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_call_reports_what_the_runtime_wrote_on_stderr() {
+    if !require_runc() {
+        return;
+    }
+    let fx = Fx::new("stderr");
+    let refuses = fx.wrapper(
+        "refuses-to-start",
+        "case \" $* \" in *\" start \"*) echo \"start refused by the wrapper\" >&2; head -c 100000 /dev/zero | tr '\\0' x >&2; exit 1;; esac\nexec runc \"$@\"",
+    );
+    let bundle = fx.bundle(BundleBuilder::new().args(["sleep", "100000"]));
+    let create = fx.shim.create(CreateRequest { runtime: refuses, ..fx.create_req(&bundle) });
+    let init = tokio::time::timeout(T, create).await.unwrap().unwrap().pid;
+    let err = tokio::time::timeout(T, fx.shim.start(StartRequest {})).await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    let text = err.to_string();
+    assert!(text.contains("start refused by the wrapper\nxxx"), "{text}");
+    assert!(text.len() < 4400, "{} bytes", text.len());
+    assert!(fx.work_files().iter().all(|f| !f.ends_with(".err")), "{:?}", fx.work_files());
+    assert_eq!(fx.processes().await, vec![Process::new(init, State::Running)]);
+    let deleted = tokio::time::timeout(T, fx.shim.delete(DeleteRequest { pid: init })).await.unwrap();
+    assert_eq!(deleted.unwrap().exit_status, 137);
+    assert_eq!(fx.work_files(), Vec::<String>::new());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_taken_between_the_check_and_runc_create_is_left_to_its_owner() {
     if !require_runc() {
