@@ -450,7 +450,11 @@ fn saved_table(doc: &mut String, file: &str, title: &str, command: &str) {
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+// One thread, as the daemon and the containerd bench run: on this 2-core VM
+// a multi-threaded runtime's hops between workers cost the shim variants
+// (one task more per call than the raw side) a tail of up to 0.7 ms when
+// runc and the container's exit hold both CPUs; the notes have the numbers.
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     if !require_runc() {
         return;
@@ -522,7 +526,7 @@ async fn main() {
     let (r, d, g, dm) = (stats(&mut raw), stats(&mut dir_s), stats(&mut grpc_s), stats(&mut daemon_s));
     writeln!(doc, "\n## 3. Container lifecycle with real runc (busybox `true`: create, start, exit, delete)\n")
         .unwrap();
-    writeln!(doc, "{LIFECYCLE_ROUNDS} rounds, the four variants interleaved in rotating order. Raw runc: `runc create --bundle B --pid-file P ID`, `runc start ID`, wait for the init's exit, `runc delete ID`, each with `--log F --log-format json`. The shim in process and over gRPC (a server in this process): Create, Start, the EXIT event, Delete. The daemon: `shim --socket S` started until its ready line, connect, Create, Start, Wait, Delete, and the daemon's own exit.\n").unwrap();
+    writeln!(doc, "{LIFECYCLE_ROUNDS} rounds, the four variants interleaved in rotating order. Raw runc: `runc create --bundle B --pid-file P ID`, `runc start ID`, wait for the init's exit, `runc delete ID`, each with `--log F --log-format json`. The shim in process and over gRPC (a server in this process): Create, Start, the EXIT event, Delete. The bench, the shim in process and that server run on one current-thread tokio runtime, as the daemon does (see the notes for a 2-worker runtime). The daemon: `shim --socket S` started until its ready line, connect, Create, Start, Wait, Delete, and the daemon's own exit.\n").unwrap();
     writeln!(
         doc,
         "| variant | median | p10–p90 | ratio of the medians | median of the rounds' ratios | goal |\n|---|---|---|---|---|---|"
