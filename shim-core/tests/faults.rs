@@ -267,15 +267,17 @@ async fn a_hung_runtime_call_is_killed_after_the_timeout() {
         .command_timeout(Some(Duration::from_secs(1)));
     let shim = RuncShim::new(config, shared_reaper()).unwrap();
     let fx = Fx { dir, shim: Arc::new(shim), id: format!("fault-hung-{}", std::process::id()) };
-    // `start` hangs, as with a hook that never returns.
-    let hangs =
-        fx.wrapper("hangs-on-start", "case \" $* \" in *\" start \"*) exec sleep 100000;; esac\nexec runc \"$@\"");
+    // `start` hangs, as with a hook that never returns, after saying why.
+    let hangs = fx.wrapper(
+        "hangs-on-start",
+        "case \" $* \" in *\" start \"*) echo \"hook waits for the network\" >&2; exec sleep 100000;; esac\nexec runc \"$@\"",
+    );
     let bundle = fx.bundle(BundleBuilder::new().args(["sleep", "100000"]));
     let init = fx.shim.create(CreateRequest { runtime: hangs, ..fx.create_req(&bundle) }).await.unwrap().pid;
     let started = Instant::now();
     let err = tokio::time::timeout(T, fx.shim.start(StartRequest {})).await.unwrap().unwrap_err();
     assert_eq!(err.code(), Code::Internal);
-    assert!(err.to_string().contains("did not finish within 1s; killed"), "{err}");
+    assert!(err.to_string().contains("did not finish within 1s; killed: hook waits for the network"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
     // The shim still serves, and the container can be removed.
     assert_eq!(fx.processes().await, vec![Process::new(init, State::Running)]);

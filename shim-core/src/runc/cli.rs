@@ -59,7 +59,10 @@ impl RuncCli {
     /// `err`), read only on failure: a pipe read to its end cost each call
     /// about 0.3 ms more than a file (runc's exit woke the shim twice, and
     /// runc itself ran slower with a pipe as stderr), measured on `runc
-    /// start`.
+    /// start`. Like the log, the file is not bounded while the runtime
+    /// runs (a runtime or hook that writes without end fills the work
+    /// directory until the call's timeout kills it); both are removed when
+    /// the call ends, and at most [`MAX_LOG`] and 4 KiB of them are read.
     pub async fn run(&self, args: &[OsString], log: &Path, stdio: RuncStdio) -> Result<()> {
         let command = args.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
         let mut cmd = Command::new(&self.binary);
@@ -83,10 +86,12 @@ impl RuncCli {
             }
             None => {
                 let path = log.with_extension("err");
+                debug_assert_ne!(path, log, "a call's log must not end in .err");
+                // A new file: a name already taken is a bug, not something
+                // to write through.
                 let file = std::fs::OpenOptions::new()
                     .write(true)
-                    .create(true)
-                    .truncate(true)
+                    .create_new(true)
                     .mode(0o600)
                     .open(&path)
                     .map_err(|e| ShimError::io(format!("cannot create {}", path.display()), e))?;
@@ -118,31 +123,37 @@ impl RuncCli {
             // A hung runtime (a hook that never returns) must not hang the
             // shim's caller forever: kill it and say so.
             let _ = self.reaper.signal_unreaped(pid, crate::signal::Signal::KILL);
+            // What it said before it was killed often says why it hung.
+            let (log_text, stderr_text) = (read_head(log, MAX_LOG), captured.map(|c| c.read()).unwrap_or_default());
             let _ = std::fs::remove_file(log);
-            return Err(ShimError::Runtime {
-                binary: self.binary.clone(),
-                command,
-                message: format!("did not finish within {:?}; killed", self.timeout.unwrap_or_default()),
-            });
+            let mut message = format!("did not finish within {:?}; killed", self.timeout.unwrap_or_default());
+            if !log_text.is_empty() || !stderr_text.is_empty() {
+                message = format!("{message}: {}", error_message(&log_text, &stderr_text, 0));
+            }
+            return Err(ShimError::Runtime { binary: self.binary.clone(), command, message });
         };
         tracing::debug!(command = %command, pid, status = ?exit.as_ref().map(|e| e.status), "runtime exited");
-        let log_text = std::fs::read_to_string(log).unwrap_or_default();
-        let _ = std::fs::remove_file(log);
-        match exit {
+        let result = match exit {
             Some(exit) if exit.status == 0 => Ok(()),
             Some(exit) => Err(ShimError::Runtime {
                 binary: self.binary.clone(),
                 command,
-                message: error_message(&log_text, &captured.map(|c| c.read()).unwrap_or_default(), exit.status),
+                message: error_message(
+                    &read_head(log, MAX_LOG),
+                    &captured.map(|c| c.read()).unwrap_or_default(),
+                    exit.status,
+                ),
             }),
             None => Err(ShimError::Internal("the reaper stopped".into())),
-        }
+        };
+        let _ = std::fs::remove_file(log);
+        result
     }
 }
 
-/// The file a runtime call's stderr goes to, removed when dropped (like the
-/// log, at once: it is empty unless the call failed, so it has no blocks to
-/// free, unlike the pid files the trash takes).
+/// The file a runtime call's stderr goes to, removed when dropped, at once
+/// like the log (runc writes nothing there unless it fails, so it has no
+/// blocks to free, unlike the pid files the trash takes).
 struct Captured {
     path: PathBuf,
 }
@@ -150,13 +161,24 @@ struct Captured {
 impl Captured {
     /// Its first [`MAX_MESSAGE`] bytes, trimmed.
     fn read(&self) -> String {
-        use std::io::Read;
-        let mut kept = Vec::new();
-        if let Ok(file) = std::fs::File::open(&self.path) {
-            let _ = file.take(MAX_MESSAGE as u64).read_to_end(&mut kept);
-        }
-        String::from_utf8_lossy(&kept).trim().to_string()
+        read_head(&self.path, MAX_MESSAGE).trim().to_string()
     }
+}
+
+/// Most bytes of a runtime's JSON log read for an error message: its error
+/// lines come after whatever it logged before, but a log this long is not
+/// runc's.
+const MAX_LOG: usize = 1 << 20;
+
+/// The first `limit` bytes of a file, invalid UTF-8 replaced; empty if it
+/// cannot be read.
+fn read_head(path: &Path, limit: usize) -> String {
+    use std::io::Read;
+    let mut kept = Vec::new();
+    if let Ok(file) = std::fs::File::open(path) {
+        let _ = file.take(limit as u64).read_to_end(&mut kept);
+    }
+    String::from_utf8_lossy(&kept).into_owned()
 }
 
 impl Drop for Captured {
