@@ -27,7 +27,8 @@ fn main() {
     let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(80);
     let runtime = match args.get(2).map(String::as_str) {
         Some("multi") => tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build(),
-        _ => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        None | Some("current") => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Some(other) => panic!("{other:?}: the runtime is `current` or `multi`"),
     };
     runtime.unwrap().block_on(probe(rounds.max(1)));
 }
@@ -45,8 +46,11 @@ async fn probe(rounds: usize) {
     let mut parts: [Vec<f64>; 4] = Default::default();
     for i in 0..rounds {
         let mut events = shim.events(EventsRequest::default()).await.unwrap();
-        let req =
-            CreateRequest { id: format!("probe-{i}"), bundle: bundle.display().to_string(), ..Default::default() };
+        let req = CreateRequest {
+            id: format!("probe-{}-{i}", std::process::id()),
+            bundle: bundle.display().to_string(),
+            ..Default::default()
+        };
         let pid = shim.create(req).await.unwrap().pid;
         marks.record(true);
         let start = Instant::now();

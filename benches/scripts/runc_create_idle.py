@@ -3,10 +3,10 @@
 
 Usage: runc_create_idle.py [--rounds N] [--perf] [--daemon DIR]
 
-Why: on cgroup v1, `runc create` moves its child into the container's
-cgroups by writing `cgroup.procs`, and the kernel takes the cgroup
-threadgroup lock for writing, which waits for an RCU grace period (Linux
-6.0 and later, unless booted with `cgroup_favordynmods=true`). How long that
+Why: `runc create` moves its child into the container's cgroups by writing
+`cgroup.procs`, and the kernel takes the cgroup threadgroup lock for
+writing, which waits for an RCU grace period (Linux 6.0 and later, cgroup
+v1 and v2, unless the kernel favours dynamic cgroup changes). How long that
 wait is depends on what the CPUs did just before, so the same runc command
 takes longer after a pause, and two callers of runc whose work before the
 call differs (a shell loop, a freshly started shim) see different runc
@@ -25,7 +25,8 @@ and one Create through a freshly started `shim` daemon (driven with
 its `runc create`), both under perf, and splits both creates the same way;
 the time of a create is then its process's life as perf saw it, for both.
 
-Needs root, runc and a static busybox (busybox-static).
+Needs root, runc and a static busybox (busybox-static); `--perf` and
+`--daemon` also need perf for the running kernel (Debian: linux-perf).
 """
 
 import argparse
@@ -69,7 +70,9 @@ def create(root, work, cid):
     status = child.wait()
     took = (time.perf_counter() - start) * 1000
     if status != 0:
-        sys.exit(f"runc create failed ({status}): {open(log).read()}")
+        said = open(log).read() if os.path.exists(log) else "no log"
+        subprocess.run(["runc", "delete", "-f", cid], stderr=subprocess.DEVNULL)
+        sys.exit(f"runc create failed ({status}): {said}")
     subprocess.run(["runc", "delete", "-f", cid], check=True)
     os.unlink(log)
     os.unlink(pid_file)
@@ -89,26 +92,31 @@ def daemon_rounds(n, work, bin_dir):
         sock, cid = os.path.join(sockets, f"d{i}.sock"), f"daemon-{os.getpid()}-{i}"
         # Its debug events name the pid of each runc it ran.
         args = [shim, "--socket", sock, "--log-level", "debug", "--log-format", "json"]
-        daemon = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        early = []
-        for line in daemon.stderr:
-            if line.startswith(b"ready "):
-                break
-            early.append(line)
-        else:
-            sys.exit("the shim exited before it was ready: " + b"".join(early).decode(errors="replace"))
+        # Its stderr goes to a file: a pipe nobody reads during the calls
+        # could fill and stop it.
+        err_path = os.path.join(work, f"daemon-{i}.err")
+        with open(err_path, "wb") as err:
+            daemon = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        # Its `ready` line says the socket accepts connections.
+        is_ready = lambda: any(l.startswith(b"ready ") for l in open(err_path, "rb"))  # noqa: E731
+        deadline = time.monotonic() + 10
+        while not is_ready() and daemon.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.0002)
+        if not is_ready():
+            daemon.kill()
+            sys.exit("the shim did not get ready: " + open(err_path, errors="replace").read())
         call = lambda *a: subprocess.run([ctl, "--socket", sock, *a], check=True, capture_output=True, text=True)  # noqa: E731
         pid = call("create", "--id", cid, "--bundle", root).stdout.strip()
         call("start")
         call("wait", "--pid", pid)
         call("delete", "--pid", pid)
-        for line in daemon.stderr:
+        if daemon.wait(timeout=10) != 0:
+            sys.exit("the shim failed")
+        for line in open(err_path, "rb"):
             event = json.loads(line) if line.startswith(b"{") else {}
             fields = event.get("fields", {})
             if fields.get("message") == "runtime exited" and fields.get("command") == "create":
                 daemon_pids.append(fields["pid"])
-        if daemon.wait(timeout=10) != 0:
-            sys.exit("the shim failed")
     return {"raw": raw, "daemon": daemon_pids}
 
 
@@ -188,6 +196,9 @@ def daemon_table(found, life, waits):
     ]
     for who, label in [("raw", "this script"), ("daemon", "a freshly started `shim`")]:
         pids = [str(p) for p in found[who] if str(p) in life]
+        if not pids:
+            lines.append(f"| {label} (none seen by perf) | | | |")
+            continue
         med = lambda f: statistics.median(f(p) for p in pids)  # noqa: E731
         gp = lambda p: waits.get(p, 0.0)  # noqa: E731
         lines.append(
@@ -217,19 +228,23 @@ def main():
         if not opts.perf and not opts.daemon:
             print(table(rounds(opts.rounds, work), None))
             return
+        if not shutil.which("perf"):
+            sys.exit("runc_create_idle.py: --perf and --daemon need perf (Debian: apt-get install linux-perf)")
         data, saved = os.path.join(work, "perf.data"), os.path.join(work, "samples.json")
         me = [sys.executable, os.path.abspath(__file__), "--rounds", str(opts.rounds), "--save", saved]
         if opts.daemon:
             me += ["--daemon", os.path.abspath(opts.daemon)]
-        subprocess.run(["perf", "sched", "record", "-g", "-o", data, "--"] + me, check=True, stderr=subprocess.DEVNULL)
+        subprocess.run(["perf", "sched", "record", "-q", "-g", "-o", data, "--"] + me, check=True)
         hist = subprocess.run(
-            ["perf", "sched", "timehist", "-g", "--max-stack", "8", "-i", data],
+            ["perf", "sched", "timehist", "-g", "--max-stack", "16", "-i", data],
             check=True,
             capture_output=True,
             text=True,
         ).stdout
         with open(saved) as f:
             found = json.load(f)
+        if "synchronize_rcu" not in hist:
+            print("(no task waited in synchronize_rcu: no grace period here, or not in the stacks perf kept)")
         if opts.daemon:
             print(daemon_table(found, lives(hist), grace_waits(hist)))
         else:
