@@ -64,11 +64,7 @@ impl Runtime for OomDuringStart {
 
 #[tokio::test(flavor = "current_thread")]
 async fn an_oom_during_start_is_published_after_started() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = serde_json::json!({ "process": { "args": ["sleep"], "cwd": "/" } });
-    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
-    let runtime = OomDuringStart { inner: FakeRuntime::new(), trigger: Mutex::new(None) };
-    let shim = ContainerShim::with_runtime(runtime, ShimConfig::default(), None);
+    let (shim, dir) = oom_by_hand();
     let mut events = shim.events(EventsRequest::default()).await.unwrap();
     let req = CreateRequest { id: "c".into(), bundle: dir.path().display().to_string(), ..Default::default() };
     let init = shim.create(req).await.unwrap().pid;
@@ -81,7 +77,8 @@ async fn an_oom_during_start_is_published_after_started() {
     assert_eq!(exit.exit_status, 137);
 }
 
-/// The fake runtime with an OOM trigger the test fires by hand.
+/// The fake runtime with its OOM trigger (fired by its `start`, and by a
+/// test by hand), and a bundle directory for it.
 fn oom_by_hand() -> (ContainerShim<OomDuringStart>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = serde_json::json!({ "process": { "args": ["sleep"], "cwd": "/" } });

@@ -114,6 +114,9 @@ impl RuncCli {
         let pid = waiter.pid();
         // The runtime takes milliseconds; this thread would only wait.
         self.trash.empty();
+        // What the runtime said: its log and its stderr, read only when the
+        // call failed or hung.
+        let said = || (read_head(log, MAX_LOG), captured.as_ref().map(Captured::read).unwrap_or_default());
         let finished = waiter.wait();
         let outcome = match self.timeout {
             Some(limit) => tokio::time::timeout(limit, finished).await.ok(),
@@ -124,7 +127,7 @@ impl RuncCli {
             // shim's caller forever: kill it and say so.
             let _ = self.reaper.signal_unreaped(pid, crate::signal::Signal::KILL);
             // What it said before it was killed often says why it hung.
-            let (log_text, stderr_text) = (read_head(log, MAX_LOG), captured.map(|c| c.read()).unwrap_or_default());
+            let (log_text, stderr_text) = said();
             let _ = std::fs::remove_file(log);
             let mut message = format!("did not finish within {:?}; killed", self.timeout.unwrap_or_default());
             if !log_text.is_empty() || !stderr_text.is_empty() {
@@ -135,15 +138,14 @@ impl RuncCli {
         tracing::debug!(command = %command, pid, status = ?exit.as_ref().map(|e| e.status), "runtime exited");
         let result = match exit {
             Some(exit) if exit.status == 0 => Ok(()),
-            Some(exit) => Err(ShimError::Runtime {
-                binary: self.binary.clone(),
-                command,
-                message: error_message(
-                    &read_head(log, MAX_LOG),
-                    &captured.map(|c| c.read()).unwrap_or_default(),
-                    exit.status,
-                ),
-            }),
+            Some(exit) => {
+                let (log_text, stderr_text) = said();
+                Err(ShimError::Runtime {
+                    binary: self.binary.clone(),
+                    command,
+                    message: error_message(&log_text, &stderr_text, exit.status),
+                })
+            }
             None => Err(ShimError::Internal("the reaper stopped".into())),
         };
         let _ = std::fs::remove_file(log);
