@@ -113,6 +113,14 @@ impl Forwarder {
             let Some(next) = self.lock().front().cloned() else {
                 self.empty.notify_waiters();
                 notified.await;
+                // The call whose work published this event usually has its
+                // reply ready on this thread too: let the reply go out
+                // first. containerd's own shims do not order the two either
+                // (their events go through a channel), and the event follows
+                // within microseconds; events keep their order among
+                // themselves. Sent first, the event woke the client (here, on
+                // the same CPU) ahead of the reply: 50-80 us more per call.
+                tokio::task::yield_now().await;
                 continue;
             };
             if client.as_ref().is_none_or(|c| c.is_closed()) {
