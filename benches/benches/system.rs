@@ -667,8 +667,11 @@ async fn main() {
     client.delete(DeleteRequest { pid: init }).await.unwrap();
     drop(client);
     daemon.exit.wait().await.unwrap();
-    writeln!(doc, "\n## 6. Memory of the standalone `shim` (`make daemon`: release build, glibc linked statically)\n")
-        .unwrap();
+    writeln!(
+        doc,
+        "\n## 6. Memory of the standalone `shim` (`make daemon`: release build, linked statically against musl)\n"
+    )
+    .unwrap();
     writeln!(doc, "From `/proc/PID/smaps_rollup`. The daemon's code is linked in the order of `examples/code-order.txt` (the code it runs while idle first, then the rest of what a lifecycle runs; see the notes). After the first 2 s period in which it used under 5 ms of CPU it gives its code pages back; what it runs afterwards comes back on first use. Goal: < 3.0 MiB RSS with a running container and after 1000 execs. Reference: containerd's runc v2 shim (table 8).\n").unwrap();
     writeln!(doc, "| moment | RSS | PSS | threads |\n|---|---|---|---|").unwrap();
     writeln!(doc, "| just after Start | {} KiB | {} KiB | {} |", after_start.0, after_start.1, after_start.2).unwrap();

@@ -1,8 +1,8 @@
 //! Our containerd runtime against Debian's `containerd-shim-runc-v2` and
 //! raw runc, driven as containerd drives a shim, interleaved in one run.
 //!
-//! `RSHIM_BIN=target/x86_64-unknown-linux-gnu/release/containerd-shim-rshim-v1 cargo run --release -p shim-benches --example containerd_shims [-- ROUNDS]`
-//! (as root, after `make daemon`, which builds the binary statically; ROUNDS
+//! `RSHIM_BIN=target/x86_64-unknown-linux-musl/release/containerd-shim-rshim-v1 cargo run --release -p shim-benches --example containerd_shims [-- ROUNDS]`
+//! (as root, after `make daemon`, which builds the binary statically against musl; ROUNDS
 //! defaults to 150: with 40 the lifecycle ratio moved between 1.10 and 1.27
 //! from one run to the next on the test VM). Prints markdown tables.
 //!

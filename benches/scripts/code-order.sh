@@ -35,7 +35,8 @@ command -v valgrind >/dev/null || {
   apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
 }
 host=$(rustc -vV | sed -n 's/^host: //p')
-bin="target/$host/release"
+# Where `make daemon` puts the daemons: its musl build of the host's architecture.
+bin="target/${host/-gnu/-musl}/release"
 rm -rf target/code-order
 mkdir -p target/code-order
 # A new directory each run: the build script sees SHIM_LINK_MAP change and

@@ -20,7 +20,8 @@ pub const CODE_RELEASE_AFTER: Duration = Duration::from_secs(2);
 /// Start). A burst of execs, or steady traffic, stays above the bound.
 const IDLE_CPU: Duration = Duration::from_millis(5);
 
-/// Gives back what start-up allocated and freed (`malloc_trim`) and starts
+/// Gives back what start-up allocated and freed (`malloc_trim`, with glibc;
+/// musl, which `make daemon` links, has no such call) and starts
 /// the idle trimmer: every [`CODE_RELEASE_AFTER`] it looks at the CPU the
 /// shim used; in the first idle period after a busy one (or after start-up)
 /// the code pages go back (see [`release_code_pages`]).
@@ -29,6 +30,7 @@ const IDLE_CPU: Duration = Duration::from_millis(5);
 /// runtime.
 pub fn after_start_up() {
     // SAFETY: malloc_trim only releases free memory of the allocator.
+    #[cfg(target_env = "gnu")]
     unsafe {
         libc::malloc_trim(0);
     }

@@ -136,10 +136,12 @@ fn main() -> ExitCode {
         runtime_root: args.runtime_root.clone(),
         systemd_cgroup: args.systemd_cgroup,
     };
-    // Fewer malloc arenas: each thread would otherwise get its own, and a
-    // shim is mostly idle, so the extra arenas are only resident memory.
+    // Fewer malloc arenas (glibc; musl, of `make daemon`, has one heap):
+    // each thread would otherwise get its own, and a shim is mostly idle,
+    // so the extra arenas are only resident memory.
     // SAFETY: mallopt only adjusts allocator parameters; no thread exists yet
     // besides this one.
+    #[cfg(target_env = "gnu")]
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
