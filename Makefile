@@ -9,9 +9,9 @@ HOST := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 # shim maps only the libc code it uses, and starts in about half the time of
 # a glibc build on a virtual machine (glibc's start-up reads the CPU's
 # features and cache layout with `cpuid`, which traps to the hypervisor:
-# 0.6 ms of a containerd shim's 1.3 ms `start` on the test VM); its code is laid out
-# in the order of examples/code-order.txt (see examples/build.rs). Numbers
-# in docs/PERFORMANCE.md, "Release profile".
+# 0.6 ms of a containerd shim's 1.3 ms `start` on the test VM); its code is
+# laid out in the order of examples/code-order.txt (see examples/build.rs).
+# Numbers in docs/PERFORMANCE.md, "musl instead of glibc".
 MUSL := $(subst -gnu,-musl,$(HOST))
 DAEMON_DIR := $(CURDIR)/target/$(MUSL)/release
 STATIC_SHIM := $(DAEMON_DIR)/shim
