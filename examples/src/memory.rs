@@ -20,6 +20,18 @@ pub const CODE_RELEASE_AFTER: Duration = Duration::from_secs(2);
 /// Start). A burst of execs, or steady traffic, stays above the bound.
 const IDLE_CPU: Duration = Duration::from_millis(5);
 
+/// One malloc arena for the whole process (glibc; musl, which `make daemon`
+/// links, has one heap anyway): each thread would otherwise get its own, and
+/// a shim is mostly idle, so the extra arenas are only resident memory. Call
+/// before the process starts any thread.
+pub fn one_malloc_arena() {
+    // SAFETY: mallopt only adjusts allocator parameters.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// Gives back what start-up allocated and freed (`malloc_trim`, with glibc;
 /// musl, which `make daemon` links, has no such call) and starts
 /// the idle trimmer: every [`CODE_RELEASE_AFTER`] it looks at the CPU the

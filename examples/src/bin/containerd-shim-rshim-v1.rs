@@ -251,15 +251,8 @@ fn serve(args: &Args, bundle: &Path, listener: std::os::unix::net::UnixListener)
     let bundle = bundle.to_path_buf();
     log_to_fifo(&bundle, args.debug);
     listener.set_nonblocking(true).map_err(|e| format!("listener: {e}"))?;
-    // Fewer malloc arenas (glibc; musl, of `make daemon`, has one heap):
-    // each thread would otherwise get its own, and a shim is mostly idle,
-    // so the extra arenas are only resident memory.
-    // SAFETY: mallopt only adjusts allocator parameters; this process has
-    // one thread here.
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
+    // Before any other thread exists (see the function).
+    shim_examples::memory::one_malloc_arena();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

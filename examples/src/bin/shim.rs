@@ -136,15 +136,8 @@ fn main() -> ExitCode {
         runtime_root: args.runtime_root.clone(),
         systemd_cgroup: args.systemd_cgroup,
     };
-    // Fewer malloc arenas (glibc; musl, of `make daemon`, has one heap):
-    // each thread would otherwise get its own, and a shim is mostly idle,
-    // so the extra arenas are only resident memory.
-    // SAFETY: mallopt only adjusts allocator parameters; no thread exists yet
-    // besides this one.
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
+    // Before any other thread exists (see the function).
+    shim_examples::memory::one_malloc_arena();
     // One thread serves everything: the shim waits on runc and sockets, it
     // does not compute. (The reaper has its own thread.)
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
