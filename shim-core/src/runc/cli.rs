@@ -117,7 +117,7 @@ impl RuncCli {
         // What the runtime said: its log and its stderr, read only when the
         // call failed or hung.
         let said = || (read_head(log, MAX_LOG), captured.as_ref().map(Captured::read).unwrap_or_default());
-        let finished = waiter.wait();
+        let finished = waiter.wait_reaping();
         let outcome = match self.timeout {
             Some(limit) => tokio::time::timeout(limit, finished).await.ok(),
             None => Some(finished.await),

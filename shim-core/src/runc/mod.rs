@@ -437,7 +437,7 @@ fn is_exists_error(e: &ShimError) -> bool {
 fn launched(pid: u32, monitor: Monitor, console: Option<OwnedFd>, oom: Option<OomWatcher>) -> Launched {
     let waiter = monitor.watch(pid);
     drop(monitor);
-    Launched { pid, exit: waiter.wait().map(|e| e.map(|e| e.status)).boxed(), console, oom }
+    Launched { pid, exit: waiter.wait_reaping().map(|e| e.map(|e| e.status)).boxed(), console, oom }
 }
 
 #[async_trait]
