@@ -368,6 +368,33 @@ async fn busy_container(shim: Arc<RuncShim>, dir: PathBuf, id: String, execs: us
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shim_without_a_private_subdir_keeps_to_its_own_files() {
+    if !require_runc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    // A directory that is not only the shim's, as containerd's bundle is not.
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    std::fs::write(work.join("config.json"), "{}").unwrap_or_else(|e| panic!("write: {e}"));
+    let config = shim_core::testing::runc_config(&work).private_subdir(false);
+    let shim = Arc::new(ok(RuncShim::new(config, shared_reaper())));
+    assert_eq!(shim.runtime().work_dir(), work.as_path());
+    let printed = busy_container(Arc::clone(&shim), dir.path().to_path_buf(), unique_id("nosubdir"), 6).await;
+    assert_eq!(printed, (0..6).map(|n| n.to_string()).collect::<Vec<_>>());
+    let names = || -> Vec<String> {
+        let entries = std::fs::read_dir(&work).unwrap_or_else(|e| panic!("read_dir: {e}"));
+        let mut v: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    let own: Vec<String> = names().into_iter().filter(|n| n != "config.json").collect();
+    assert!(own.iter().all(|n| n.starts_with(".rshim-")), "call files without the shim's prefix: {own:?}");
+    drop(shim);
+    assert_eq!(names(), vec!["config.json".to_string()], "the shim's files must go with it, and only they");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shims_share_one_work_dir() {
     if !require_runc() {
         return;

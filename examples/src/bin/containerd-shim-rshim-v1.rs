@@ -257,11 +257,15 @@ fn serve(args: &Args, bundle: &Path, listener: std::os::unix::net::UnixListener)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let work = bundle.join(".rshim");
+    let work = bundle.clone();
     let result = rt.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
         let reaper = Reaper::start().map_err(|e| e.to_string())?;
-        let config = RuncConfig::new(work).runtime_root(Path::new(RUNC_ROOT).join(&args.namespace));
+        // The bundle is this shim's alone (one server per container, see
+        // `lock_bundle`), so its runc call files go there directly, as the
+        // Go shim's do; containerd removes the bundle after the shim.
+        let config =
+            RuncConfig::new(work).private_subdir(false).runtime_root(Path::new(RUNC_ROOT).join(&args.namespace));
         let shim = Arc::new(RuncShim::new(config, reaper).map_err(|e| e.to_string())?);
         let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_else(|_| format!("{}.ttrpc", args.address));
         let events = Forwarder::start(&ttrpc_address, &args.namespace, DEFAULT_CAPACITY);
@@ -315,7 +319,7 @@ fn delete(args: &Args) -> Result<(), String> {
     }
     shim_transport_ttrpc::rootfs::unmount(&bundle);
     remove_socket(&bundle);
-    let _ = std::fs::remove_dir_all(bundle.join(".rshim"));
+    remove_call_files(&bundle);
     let resp = DeleteResponse {
         pid: 0,
         exit_status: 128 + 9,
@@ -324,6 +328,19 @@ fn delete(args: &Args) -> Result<(), String> {
     let mut out = std::io::stdout();
     out.write_all(&resp.encode_to_vec()).and_then(|()| out.flush()).map_err(|e| format!("stdout: {e}"))?;
     Ok(())
+}
+
+/// Removes what a server that died left of its runc call files in the
+/// bundle (see `serve`), and the `.rshim` directory that held them in
+/// earlier versions.
+fn remove_call_files(bundle: &Path) {
+    let _ = std::fs::remove_dir_all(bundle.join(".rshim"));
+    let Ok(entries) = std::fs::read_dir(bundle) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().as_encoded_bytes().starts_with(b".rshim-") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// `runc --root ROOT delete --force ID` (with the container's runtime binary

@@ -51,6 +51,15 @@ pub struct RuncConfig {
     /// shim is dropped. Each file is needed only during one runc call; it
     /// is removed while the next runc call runs, or with the directory.
     pub work_dir: PathBuf,
+    /// Whether the shim makes its private subdirectory of `work_dir`
+    /// (default `true`). `false` is for a `work_dir` that is this shim's
+    /// alone, such as containerd's bundle of the shim's one container: the
+    /// call files then live in `work_dir` itself, under a name prefix of
+    /// this shim (`.rshim-`, its pid and a token), and those left are removed when the shim
+    /// is dropped, the directory not. That saves a `mkdir` at the start and
+    /// an `rmdir` at the end, 0.1-0.2 ms each on the ext4 of our benchmark
+    /// machine (the directory's block is written and freed).
+    pub private_subdir: bool,
     /// Pass `--systemd-cgroup` to runc.
     pub systemd_cgroup: bool,
     /// A runc call still running after this long (a hook that hangs) is
@@ -67,6 +76,7 @@ impl RuncConfig {
             runtime: "runc".into(),
             runtime_root: None,
             work_dir: work_dir.into(),
+            private_subdir: true,
             systemd_cgroup: false,
             command_timeout: Some(Duration::from_secs(60)),
             shim: ShimConfig::default(),
@@ -82,6 +92,13 @@ impl RuncConfig {
     /// Sets runc's `--root`.
     pub fn runtime_root(mut self, root: impl Into<PathBuf>) -> Self {
         self.runtime_root = Some(root.into());
+        self
+    }
+
+    /// Sets whether the shim makes its own subdirectory of the work
+    /// directory; see [`RuncConfig::private_subdir`].
+    pub fn private_subdir(mut self, on: bool) -> Self {
+        self.private_subdir = on;
         self
     }
 
@@ -140,7 +157,8 @@ impl Drop for CallFiles {
 /// Create's own work. So a call does not remove its files before it
 /// answers: they are removed while the next runtime process runs (when this
 /// thread would only wait for it), and whatever is left when the runtime is
-/// dropped goes with its directory. At most the files of the calls since the
+/// dropped goes with its directory (or, without a private subdirectory, is
+/// removed then). At most the files of the calls since the
 /// last runtime process are ever waiting.
 #[derive(Clone, Default)]
 pub(crate) struct Trash(Arc<Mutex<Vec<PathBuf>>>);
@@ -172,6 +190,11 @@ impl std::fmt::Debug for Trash {
 
 impl Drop for RuncRuntime {
     fn drop(&mut self) {
+        if !self.config.private_subdir {
+            // Every call file is in the trash once its call is done.
+            self.trash.empty();
+            return;
+        }
         // Only this runtime's files are in it, and none is needed after its call.
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             tracing::debug!(dir = %self.dir.display(), error = %e, "cannot remove the shim's work directory");
@@ -182,8 +205,13 @@ impl Drop for RuncRuntime {
 /// The runc command line as a [`Runtime`].
 pub struct RuncRuntime {
     config: RuncConfig,
-    /// This runtime's own subdirectory of `config.work_dir`.
+    /// Where the call files are: this runtime's own subdirectory of
+    /// `config.work_dir`, or `work_dir` itself (see
+    /// [`RuncConfig::private_subdir`]).
     dir: PathBuf,
+    /// The start of every call file's name: empty in a private
+    /// subdirectory, this runtime's own in a work directory without one.
+    prefix: String,
     reaper: Reaper,
     counter: AtomicU64,
     /// Files of finished calls, removed during the next runtime call.
@@ -210,15 +238,28 @@ impl RuncRuntime {
             .mode(0o700)
             .create(&config.work_dir)
             .map_err(|e| ShimError::io(format!("cannot create work directory {}", config.work_dir.display()), e))?;
-        // A fresh directory per shim: call files are named by a counter of
-        // this runtime, which another shim on the same work_dir repeats.
-        let template = config.work_dir.join("shim-XXXXXX");
-        let dir = nix::unistd::mkdtemp(&template).map_err(|e| {
-            ShimError::io(format!("cannot create a private directory in {}", config.work_dir.display()), e)
-        })?;
+        // Call files are named by a counter of this runtime, which another
+        // runtime on the same work_dir repeats: hence a fresh directory per
+        // runtime, or, in a work directory that is this one's alone, a
+        // prefix that a runtime before it there (a shim that died) did not
+        // use either.
+        let (dir, prefix) = if config.private_subdir {
+            let template = config.work_dir.join("shim-XXXXXX");
+            let dir = nix::unistd::mkdtemp(&template).map_err(|e| {
+                ShimError::io(format!("cannot create a private directory in {}", config.work_dir.display()), e)
+            })?;
+            (dir, String::new())
+        } else {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or_default();
+            (config.work_dir.clone(), format!(".rshim-{}-{nanos:08x}-", std::process::id()))
+        };
         Ok(Self {
             config,
             dir,
+            prefix,
             reaper,
             counter: AtomicU64::new(0),
             trash: Trash::default(),
@@ -232,15 +273,16 @@ impl RuncRuntime {
         &self.config
     }
 
-    /// This shim's private subdirectory of [`RuncConfig::work_dir`], where
-    /// the files of its runc calls live while they run.
+    /// Where the files of this shim's runc calls live while they run: its
+    /// private subdirectory of [`RuncConfig::work_dir`], or that directory
+    /// itself (see [`RuncConfig::private_subdir`]).
     pub fn work_dir(&self) -> &Path {
         &self.dir
     }
 
     fn files<const N: usize>(&self, kind: &str, exts: [&str; N]) -> (CallFiles, [PathBuf; N]) {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let paths = exts.map(|ext| self.dir.join(format!("{kind}-{n}.{ext}")));
+        let paths = exts.map(|ext| self.dir.join(format!("{}{kind}-{n}.{ext}", self.prefix)));
         (CallFiles { paths: paths.to_vec(), trash: self.trash.clone() }, paths)
     }
 
