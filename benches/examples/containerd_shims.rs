@@ -16,6 +16,11 @@
 //! create --bundle B --pid-file P ID`, `runc start ID`, wait for the init,
 //! `runc delete ID`. Events go to a stand-in for containerd's event service
 //! in this process, which takes them as containerd does.
+//!
+//! `RSHIM_BIN_B=OTHER` adds a second build of the binary as a fourth side
+//! of the lifecycle and exec rounds (an extra row in those tables): a
+//! change is compared with what it changes within the same rounds, since
+//! it is often smaller than the drift of runc's times between runs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a benchmark may panic
 
@@ -76,6 +81,22 @@ fn reap(pid: u32) {
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
 }
 
+/// [`reap`] without blocking this thread, which also serves the events the
+/// server may still send: its pidfd is polled by the runtime, so the exit
+/// wakes this thread directly, as `waitpid` does on the raw side (a
+/// blocking-pool thread would add two thread wake-ups to the shims' time).
+async fn reap_async(pid: u32) {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    assert!(fd >= 0, "pidfd_open {pid}: {}", std::io::Error::last_os_error());
+    // SAFETY: a new descriptor that nothing else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as libc::c_int) };
+    // SAFETY: the OwnedFd stays open, and the same, while registered.
+    let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.unwrap();
+    let _ = fd.readable().await.unwrap();
+    reap(pid);
+}
+
 async fn call<Req: prost::Message, Resp: prost::Message + Default>(c: &Client, m: &str, req: Req) -> Resp {
     c.call(SERVICE, m, &req, Some(Duration::from_secs(30)), &[("containerd-namespace-ttrpc", NS)])
         .await
@@ -115,10 +136,10 @@ impl Laps {
 /// One lifecycle through a shim binary; (total, its steps).
 async fn shim_lifecycle(binary: PathBuf, bundle: PathBuf, id: String, ttrpc: PathBuf) -> (Duration, Steps) {
     let mut laps = Laps::new();
-    let socket = {
-        let (b, bu, i, tt) = (binary.clone(), bundle.clone(), id.clone(), ttrpc.clone());
-        tokio::task::spawn_blocking(move || start_shim(&b, &bu, &i, &tt)).await.unwrap()
-    };
+    // On this thread, as the raw side runs runc: nothing else here has work
+    // before the shim is up, and a blocking-pool thread would add two thread
+    // wake-ups to the shim's time.
+    let socket = start_shim(&binary, &bundle, &id, &ttrpc);
     let client = Client::connect(&socket).await.unwrap();
     laps.step(0);
     let server =
@@ -147,7 +168,7 @@ async fn shut_down(client: Client, id: String, server: u32) {
     let shutdown = api::ShutdownRequest { id, now: false };
     let _ = client.call::<_, ()>(SERVICE, "Shutdown", &shutdown, Some(Duration::from_secs(30)), &[]).await;
     drop(client);
-    tokio::task::spawn_blocking(move || reap(server)).await.unwrap();
+    reap_async(server).await;
 }
 
 fn runc(args: &[&str]) {
@@ -342,6 +363,11 @@ async fn main() {
     let rshim =
         PathBuf::from(std::env::var("RSHIM_BIN").expect("RSHIM_BIN: the containerd-shim-rshim-v1 binary to measure"));
     let rshim = std::fs::canonicalize(&rshim).unwrap_or_else(|e| panic!("{}: {e}", rshim.display()));
+    // A second build to compare with the first, side by side in the same
+    // rounds (a change's effect is smaller than the drift between runs).
+    let other = std::env::var_os("RSHIM_BIN_B")
+        .map(|b| std::fs::canonicalize(&b).unwrap_or_else(|e| panic!("RSHIM_BIN_B {}: {e}", Path::new(&b).display())));
+    let sides = if other.is_some() { 4 } else { 3 };
     assert!(Path::new(GO_SHIM).exists(), "{GO_SHIM} is missing: make deps installs containerd");
     nix::sys::prctl::set_child_subreaper(true).unwrap();
     let dir = tempfile::Builder::new().prefix("rsb").tempdir_in("/tmp").unwrap();
@@ -363,6 +389,7 @@ async fn main() {
         b
     };
     let (b_ours, b_go, b_raw) = (bundle("ours", &["true"]), bundle("go", &["true"]), bundle("raw", &["true"]));
+    let b_other = bundle("other", &["true"]);
     let tag = std::process::id();
 
     // Warm-up: one of each, so page cache and lazy set-up are not billed.
@@ -370,11 +397,16 @@ async fn main() {
     shim_lifecycle(PathBuf::from(GO_SHIM), b_go.clone(), format!("w-g-{tag}"), ttrpc.clone()).await;
     raw_lifecycle(&b_raw, &format!("w-r-{tag}"), dir.path());
 
-    let (mut ours, mut go, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut go, mut raw, mut b) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut ours_steps, mut go_steps, mut raw_steps) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        for side in (0..3).map(|k| (k + round) % 3) {
+        for side in (0..sides).map(|k| (k + round) % sides) {
             match side {
+                3 => {
+                    let bin = other.clone().unwrap_or_default();
+                    let (t, _) = shim_lifecycle(bin, b_other.clone(), format!("b{round}-{tag}"), ttrpc.clone()).await;
+                    b.push(t);
+                }
                 0 => {
                     let (t, r) =
                         shim_lifecycle(rshim.clone(), b_ours.clone(), format!("o{round}-{tag}"), ttrpc.clone()).await;
@@ -397,6 +429,7 @@ async fn main() {
         }
     }
     let (o, g, r) = (median(ours), median(go), median(raw));
+    let ob = (!b.is_empty()).then(|| median(b));
     let sleep_ours = bundle("ours-sleep", &["sleep", "100000"]);
     let sleep_go = bundle("go-sleep", &["sleep", "100000"]);
     let sleep_raw = bundle("raw-sleep", &["sleep", "100000"]);
@@ -415,10 +448,21 @@ async fn main() {
     let raw_bundle = sleep_raw.to_str().unwrap();
     runc(&["create", "--bundle", raw_bundle, "--pid-file", raw_pid_file.to_str().unwrap(), &raw_id]);
     runc(&["start", &raw_id]);
-    let (mut e_ours, mut e_go, mut e_raw) = (Vec::new(), Vec::new(), Vec::new());
+    let other_c = match &other {
+        Some(bin) => {
+            Some(Running::up(bin, &bundle("other-sleep", &["sleep", "100000"]), &format!("m-b-{tag}"), &ttrpc).await)
+        }
+        None => None,
+    };
+    let (mut e_ours, mut e_go, mut e_raw, mut e_b) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        for side in (0..3).map(|k| (k + round) % 3) {
+        for side in (0..sides).map(|k| (k + round) % sides) {
             match side {
+                3 => {
+                    if let Some(c) = &other_c {
+                        e_b.push(c.exec(round).await);
+                    }
+                }
                 0 => e_ours.push(ours_c.exec(round).await),
                 1 => e_go.push(go_c.exec(round).await),
                 _ => e_raw.push(raw_exec(&raw_id, &ours_c.process, dir.path(), round)),
@@ -428,6 +472,9 @@ async fn main() {
     let mem_ours_after = ours_c.memory();
     ours_c.down().await;
     go_c.down().await;
+    if let Some(c) = other_c {
+        c.down().await;
+    }
     runc(&["delete", "--force", &raw_id]);
     let (grpc_rt, ttrpc_rt) = round_trips(dir.path(), 5000).await;
 
@@ -440,6 +487,9 @@ async fn main() {
         ms(g),
         g.as_secs_f64() / r.as_secs_f64()
     );
+    if let Some(t) = ob {
+        println!("| RSHIM_BIN_B, the same calls | {} | {:.2} | |", ms(t), t.as_secs_f64() / r.as_secs_f64());
+    }
     println!();
     println!("| step, median | raw runc | rshim | Go shim |\n|---|---|---|---|");
     let names = [
@@ -467,6 +517,10 @@ async fn main() {
         eo.as_secs_f64() / er.as_secs_f64()
     );
     println!("| containerd-shim-runc-v2, the same calls | {} | {:.2} | |", ms(eg), eg.as_secs_f64() / er.as_secs_f64());
+    if !e_b.is_empty() {
+        let eb = median(e_b);
+        println!("| RSHIM_BIN_B, the same calls | {} | {:.2} | |", ms(eb), eb.as_secs_f64() / er.as_secs_f64());
+    }
     println!();
     println!("| shim server with a running container | RSS | PSS | goal |\n|---|---|---|---|");
     let mib = |kib: u64| kib as f64 / 1024.0;
