@@ -610,8 +610,13 @@ fn reap_loop(inner: &Inner) {
         let fired: Vec<i32> = watched.iter().zip(ready).filter(|(_, r)| *r).map(|((pid, _), _)| *pid).collect();
         if !fired.is_empty() {
             let mut table = inner.lock();
+            // A waiting task may have reaped one of them since the poll
+            // began (see `wait_direct`): only a pid still subscribed is
+            // unreaped, and so still the process the pidfd was opened on.
             for pid in fired {
-                reap_known(&mut table, pid);
+                if table.waiters.contains_key(&pid) {
+                    reap_known(&mut table, pid);
+                }
             }
         }
         if last_scan.elapsed() >= SCAN_INTERVAL {
