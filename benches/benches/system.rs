@@ -508,7 +508,7 @@ async fn main() {
         machine(&reaper).await
     )
     .unwrap();
-    writeln!(doc, "Every ratio compares two things measured in the same run, interleaved; absolute times move by ±20 % between runs on this shared VM. The raw-runc side of a ratio runs the runc commands the shim runs, with the same flags (`--log F --log-format json`, `--pid-file`, `--detach`, `--process`), and nothing else. The files of runc calls (pid files, logs, process files) of both sides, the shims' work directories and their sockets are on tmpfs (`/dev/shm`), as they are under `/run` on a production host; the bundles are on ext4.\n").unwrap();
+    writeln!(doc, "Every ratio compares two things measured in the same run, interleaved; absolute times move by ±20 % between runs on this shared VM. The raw-runc side of a ratio runs the runc commands the shim runs, with the same flags (`--log F --log-format json`, `--pid-file`, `--detach`, `--process`), and nothing else. In tables 3 to 7 the files of runc calls (pid files, logs, process files) of both sides, the shims' work directories and their sockets are on tmpfs (`/dev/shm`), as they are under `/run` on a production host; the bundles are on ext4. Table 8 keeps its bundles (where the shims' call files are), the raw side's files and the shims' sockets under `/tmp` and `/run`, both ext4 on this VM.\n").unwrap();
     criterion_tables(&mut doc);
 
     // 3: lifecycle, interleaved.
