@@ -105,19 +105,17 @@ struct Table {
 }
 
 impl Table {
-    /// Subscribes `tx` to `pid`'s exit. Returns a descriptor of the pid's
-    /// pidfd for the waiter's own polling (see [`ExitWaiter::wait_reaping`]), if
-    /// the pid has one.
-    fn subscribe(&mut self, pid: i32, tx: oneshot::Sender<Exit>) -> Option<OwnedFd> {
+    /// Subscribes `tx` to `pid`'s exit.
+    fn subscribe(&mut self, pid: i32, tx: oneshot::Sender<Exit>) {
         self.waiters.entry(pid).or_default().push(tx);
-        self.strangers.remove(&pid);
-        let fd = match self.pidfds.entry(pid) {
-            std::collections::hash_map::Entry::Occupied(slot) => slot.into_mut(),
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.pidfds.entry(pid) {
             // Fails only if the pid was reaped by someone else already (or
             // on a kernel before 5.3): the scan then tries it directly.
-            std::collections::hash_map::Entry::Vacant(slot) => slot.insert(pidfd_open(pid)?),
-        };
-        fd.try_clone().ok()
+            if let Some(fd) = pidfd_open(pid) {
+                slot.insert(fd);
+            }
+        }
+        self.strangers.remove(&pid);
     }
 }
 
@@ -169,9 +167,9 @@ impl std::fmt::Debug for Reaper {
 pub struct ExitWaiter {
     pid: u32,
     rx: oneshot::Receiver<Exit>,
-    /// The reaper and a pidfd of the pid, with which
-    /// [`ExitWaiter::wait_reaping`] reaps the pid from the waiting task.
-    direct: Option<(Arc<Inner>, OwnedFd)>,
+    /// The reaper, with which [`ExitWaiter::wait_reaping`] reaps the pid
+    /// from the waiting task; `None` when the exit was known at once.
+    direct: Option<Arc<Inner>>,
 }
 
 impl std::fmt::Debug for ExitWaiter {
@@ -203,19 +201,26 @@ impl ExitWaiter {
     ///
     /// Outside a tokio runtime it is [`wait`](Self::wait).
     ///
+    /// Poll the future to its end or drop it: while it is pending the
+    /// reaper thread leaves the pid to it, and its exit reaches other
+    /// waiters only through it (or through the reaper's scan for zombies,
+    /// once a second, if the future is never polled again).
+    ///
     /// # Panics
     ///
     /// In a tokio runtime without its I/O driver (`enable_io`), as
     /// `tokio::net` types do.
     pub async fn wait_reaping(mut self) -> Option<Exit> {
-        if let Some((inner, fd)) = self.direct.take() {
+        if let Some(inner) = self.direct.take() {
             if tokio::runtime::Handle::try_current().is_ok() {
-                // SAFETY: an OwnedFd stays open, and the same descriptor,
-                // for as long as the AsyncFd owns it.
-                let registered =
-                    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
-                if let Ok(fd) = registered {
-                    return wait_direct(self.pid, self.rx, &inner, &fd).await;
+                if let Some((claim, fd)) = Direct::take(&inner, pid_i32(self.pid)) {
+                    // SAFETY: an OwnedFd stays open, and the same descriptor,
+                    // for as long as the AsyncFd owns it.
+                    let registered =
+                        unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+                    if let Ok(fd) = registered {
+                        return wait_direct(self.pid, self.rx, &inner, claim, &fd).await;
+                    }
                 }
             }
         }
@@ -242,18 +247,21 @@ impl Monitor {
         let mut table = self.inner.lock();
         let seen = table.monitors.get(&self.id).and_then(|exits| exits.iter().rev().find(|e| e.pid == pid).copied());
         let (tx, rx) = oneshot::channel();
-        let fd = match seen {
+        let subscribed = match seen {
             Some(exit) => {
                 let _ = tx.send(exit);
-                None
+                false
             }
             // Dropping the sender makes the waiter return `None`.
-            None if table.dead => None,
-            None => table.subscribe(pid_i32(pid), tx),
+            None if table.dead => false,
+            None => {
+                table.subscribe(pid_i32(pid), tx);
+                true
+            }
         };
         drop(table);
         self.inner.poke();
-        ExitWaiter { pid, rx, direct: fd.map(|fd| (Arc::clone(&self.inner), fd)) }
+        ExitWaiter { pid, rx, direct: subscribed.then(|| Arc::clone(&self.inner)) }
     }
 }
 
@@ -268,9 +276,9 @@ async fn wait_direct(
     pid: u32,
     mut rx: oneshot::Receiver<Exit>,
     inner: &Inner,
+    direct: Direct<'_>,
     fd: &tokio::io::unix::AsyncFd<OwnedFd>,
 ) -> Option<Exit> {
-    let direct = Direct::take(inner, pid_i32(pid));
     tokio::select! {
         biased;
         got = &mut rx => return got.ok(),
@@ -301,11 +309,19 @@ struct Direct<'a> {
 }
 
 impl<'a> Direct<'a> {
-    fn take(inner: &'a Inner, pid: i32) -> Self {
-        *inner.lock().direct.entry(pid).or_default() += 1;
+    /// Claims `pid`, with a descriptor of its pidfd to poll, if it is still
+    /// subscribed (not reaped) and has a pidfd.
+    fn take(inner: &'a Inner, pid: i32) -> Option<(Self, OwnedFd)> {
+        let mut table = inner.lock();
+        if table.dead || !table.waiters.contains_key(&pid) {
+            return None;
+        }
+        let fd = table.pidfds.get(&pid)?.try_clone().ok()?;
+        *table.direct.entry(pid).or_default() += 1;
+        drop(table);
         // The reaper thread may be polling the pid's pidfd already.
         inner.poke();
-        Self { inner, pid }
+        Some((Self { inner, pid }, fd))
     }
 }
 
@@ -372,10 +388,10 @@ impl Reaper {
         let child = cmd.spawn()?;
         let pid = child.id();
         let (tx, rx) = oneshot::channel();
-        let fd = table.subscribe(pid_i32(pid), tx);
+        table.subscribe(pid_i32(pid), tx);
         drop(table);
         self.inner.poke();
-        Ok((child, ExitWaiter { pid, rx, direct: fd.map(|fd| (Arc::clone(&self.inner), fd)) }))
+        Ok((child, ExitWaiter { pid, rx, direct: Some(Arc::clone(&self.inner)) }))
     }
 
     /// Runs `cmd` to its end and collects its output, like
@@ -550,6 +566,12 @@ fn scan(inner: &Inner) {
     table.strangers.retain(|pid, _| zombies.contains(pid));
     for pid in zombies {
         if table.waiters.contains_key(&pid) {
+            // A task claimed it (`wait_reaping`) and should have reaped it
+            // at once; one that is no longer polled must not keep it from
+            // the others who wait for it.
+            if table.direct.contains_key(&pid) {
+                reap_known(&mut table, pid);
+            }
             continue;
         }
         let first = *table.strangers.entry(pid).or_insert(now);
@@ -763,6 +785,39 @@ mod tests {
         // can deliver to it.
         let got = rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), second.wait()).await });
         assert_eq!(got.ok().flatten().map(|e| e.status), Some(5));
+    }
+
+    #[test]
+    fn a_claim_left_pending_does_not_keep_the_exit_from_others() {
+        let reaper = match Reaper::start() {
+            Ok(r) => r,
+            Err(e) => panic!("reaper: {e}"),
+        };
+        let monitor = reaper.monitor();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "sleep 0.2; exit 4"]);
+        let (_child, first) = match reaper.spawn(&mut cmd) {
+            Ok(s) => s,
+            Err(e) => panic!("spawn: {e}"),
+        };
+        let pid = pid_i32(first.pid());
+        let second = monitor.watch(first.pid());
+        let rt = runtime();
+        // Polled once (the claim is taken), then neither polled nor dropped.
+        let mut parked = Box::pin(first.wait_reaping());
+        let pending = rt.block_on(async {
+            std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(parked.as_mut(), cx).is_pending())
+            })
+            .await
+        });
+        assert!(pending, "the process exited too early for the test");
+        assert!(reaper.inner.lock().direct.contains_key(&pid));
+        // The reaper's scan for zombies reaps it for the others.
+        let got = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), second.wait()).await });
+        assert_eq!(got.ok().flatten().map(|e| e.status), Some(4));
+        drop(parked);
+        assert!(!reaper.inner.lock().direct.contains_key(&pid));
     }
 
     #[test]
