@@ -144,8 +144,10 @@ async fn start_serve_shutdown_and_delete_as_containerd_runs_them() {
     assert!(!std::path::Path::new(socket).exists(), "the socket outlived its server");
 
     // What a server that died in a runc call leaves in the bundle.
-    let left = bundle.join(".rshim-1-0-init-0.pid");
-    std::fs::write(&left, "1").unwrap();
+    let left = [bundle.join(".rshim-1-0-0-init-0.pid"), bundle.join("..rshim-1-0-0-init-2.pid")];
+    for f in &left {
+        std::fs::write(f, "1").unwrap();
+    }
     std::fs::write(bundle.join("config.json"), "{}").unwrap();
     // delete: after the shim is gone, again (containerd may retry), and
     // with no runc to be found: the cleanup and the answer still happen.
@@ -157,7 +159,7 @@ async fn start_serve_shutdown_and_delete_as_containerd_runs_them() {
         let resp = api::DeleteResponse::decode(out.stdout.as_slice()).expect("a DeleteResponse on stdout");
         assert_eq!(resp.exit_status, 137);
         assert!(resp.exited_at.is_some());
-        assert!(!left.exists(), "delete left a call file of the dead server");
+        assert!(left.iter().all(|f| !f.exists()), "delete left a call file of the dead server");
     }
     assert!(bundle.join("config.json").exists(), "delete removed a file of containerd's");
 }

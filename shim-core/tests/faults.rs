@@ -395,3 +395,45 @@ async fn an_exec_in_flight_while_the_init_dies_never_follows_its_exit() {
     }
     assert_eq!(fx.shim.delete(DeleteRequest { pid: init }).await.unwrap().exit_status, 137);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_killed_while_writing_its_pid_file_leaves_nothing_in_a_work_dir_without_subdir() {
+    if !require_runc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::write(work.join("config.json"), "{}").unwrap();
+    let names = || {
+        let mut v: Vec<String> =
+            std::fs::read_dir(&work).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    // What runc does before it renames a pid file into place (it writes "."
+    // and the name first), then a SIGKILL.
+    let runtime = dir.path().join("dies-writing-pid");
+    std::fs::write(
+        &runtime,
+        "#!/bin/sh\nprev=\nfor a in \"$@\"; do\n  if [ \"$prev\" = --pid-file ]; then echo 1 > \"$(dirname \"$a\")/.$(basename \"$a\")\" && touch \"$0.wrote\"; fi\n  prev=\"$a\"\ndone\nkill -9 $$\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bundle = dir.path().join("bundle");
+    BundleBuilder::new().args(["true"]).build(&bundle).unwrap();
+    let config = shim_core::testing::runc_config(&work).private_subdir(false);
+    let shim = RuncShim::new(config, shared_reaper()).unwrap();
+    let id = format!("fault-pidfile-{}", std::process::id());
+    let req = CreateRequest {
+        id: id.clone(),
+        bundle: bundle.display().to_string(),
+        runtime: runtime.display().to_string(),
+        ..Default::default()
+    };
+    let err = tokio::time::timeout(T, shim.create(req)).await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{err}");
+    assert!(Path::new(&format!("{}.wrote", runtime.display())).exists(), "the runtime wrote no temporary pid file");
+    drop(shim);
+    assert_eq!(names(), vec!["config.json".to_string()], "the shim's files must go with it, and only they");
+}

@@ -337,7 +337,10 @@ fn remove_call_files(bundle: &Path) {
     let _ = std::fs::remove_dir_all(bundle.join(".rshim"));
     let Ok(entries) = std::fs::read_dir(bundle) else { return };
     for entry in entries.flatten() {
-        if entry.file_name().as_encoded_bytes().starts_with(b".rshim-") {
+        // runc's temporary pid files are the same names with a dot first.
+        let name = entry.file_name();
+        let name = name.as_encoded_bytes();
+        if name.starts_with(b".rshim-") || name.starts_with(b"..rshim-") {
             let _ = std::fs::remove_file(entry.path());
         }
     }

@@ -45,20 +45,23 @@ pub struct RuncConfig {
     /// runc's `--root`, where it keeps container state. Default: runc's own.
     pub runtime_root: Option<PathBuf>,
     /// Where the shim keeps pid files, process specs, logs and console
-    /// sockets (created with mode 0700 if missing). Each shim makes its own
-    /// private subdirectory in it, so any number of shims, in one process or
-    /// many, can share one `work_dir`; the subdirectory is removed when the
-    /// shim is dropped. Each file is needed only during one runc call; it
-    /// is removed while the next runc call runs, or with the directory.
+    /// sockets (created with mode 0700 if missing). By default each shim
+    /// makes its own private subdirectory in it, so any number of shims, in
+    /// one process or many, can share one `work_dir`; the subdirectory is
+    /// removed when the shim is dropped (see [`RuncConfig::private_subdir`]
+    /// for a `work_dir` that is one shim's alone). Each file is needed only
+    /// during one runc call; it is removed while the next runc call runs,
+    /// or when the shim is dropped.
     pub work_dir: PathBuf,
     /// Whether the shim makes its private subdirectory of `work_dir`
     /// (default `true`). `false` is for a `work_dir` that is this shim's
     /// alone, such as containerd's bundle of the shim's one container: the
     /// call files then live in `work_dir` itself, under a name prefix of
-    /// this shim (`.rshim-`, its pid and a token), and those left are removed when the shim
-    /// is dropped, the directory not. That saves a `mkdir` at the start and
-    /// an `rmdir` at the end, 0.1-0.2 ms each on the ext4 of our benchmark
-    /// machine (the directory's block is written and freed).
+    /// this shim (`.rshim-`, its pid and two tokens), and those left are
+    /// removed when the shim is dropped, the directory not. That saves a
+    /// `mkdir` at the start and an `rmdir` at the end, 0.1-0.3 ms each on
+    /// the ext4 of our benchmark machine (the directory's block is written
+    /// and freed).
     pub private_subdir: bool,
     /// Pass `--systemd-cgroup` to runc.
     pub systemd_cgroup: bool,
@@ -230,8 +233,9 @@ impl std::fmt::Debug for RuncRuntime {
 }
 
 impl RuncRuntime {
-    /// Creates the runtime and its private subdirectory of the work
-    /// directory (both mode 0700; the work directory only if missing).
+    /// Creates the runtime and, unless [`RuncConfig::private_subdir`] is
+    /// off, its private subdirectory of the work directory (both mode 0700;
+    /// the work directory only if missing).
     pub fn new(config: RuncConfig, reaper: Reaper) -> Result<Self> {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -250,11 +254,19 @@ impl RuncRuntime {
             })?;
             (dir, String::new())
         } else {
+            // The pid and the time tell this runtime's files from those of a
+            // process before it; the sequence number from those of another
+            // runtime of this process made in the same clock tick (the
+            // directory should be one runtime's alone, but two given the
+            // same one must still not overwrite each other's files). It
+            // only names files: no shim's behaviour depends on it.
+            static SEQUENCE: AtomicU64 = AtomicU64::new(0);
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.subsec_nanos())
                 .unwrap_or_default();
-            (config.work_dir.clone(), format!(".rshim-{}-{nanos:08x}-", std::process::id()))
+            let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+            (config.work_dir.clone(), format!(".rshim-{}-{nanos:08x}-{n}-", std::process::id()))
         };
         Ok(Self {
             config,
@@ -283,7 +295,15 @@ impl RuncRuntime {
     fn files<const N: usize>(&self, kind: &str, exts: [&str; N]) -> (CallFiles, [PathBuf; N]) {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let paths = exts.map(|ext| self.dir.join(format!("{}{kind}-{n}.{ext}", self.prefix)));
-        (CallFiles { paths: paths.to_vec(), trash: self.trash.clone() }, paths)
+        let mut owned = paths.to_vec();
+        // runc writes a pid file as "." and its name, then renames it: a
+        // runc that failed or was killed in between leaves that one, which
+        // only a private subdirectory would take away with it.
+        if !self.config.private_subdir {
+            let dotted = exts.iter().filter(|e| **e == "pid").map(|e| format!(".{}{kind}-{n}.{e}", self.prefix));
+            owned.extend(dotted.map(|name| self.dir.join(name)).collect::<Vec<_>>());
+        }
+        (CallFiles { paths: owned, trash: self.trash.clone() }, paths)
     }
 
     fn cli(&self, id: &str) -> RuncCli {
