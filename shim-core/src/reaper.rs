@@ -672,6 +672,27 @@ mod tests {
         }
     }
 
+    fn reaper() -> Reaper {
+        match Reaper::start() {
+            Ok(r) => r,
+            Err(e) => panic!("reaper: {e}"),
+        }
+    }
+
+    /// `sh -c script` through the reaper, and a second waiter for it taken
+    /// through a monitor.
+    fn spawned_with_two_waiters(reaper: &Reaper, script: &str) -> (ExitWaiter, ExitWaiter) {
+        let monitor = reaper.monitor();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script]);
+        let (_child, first) = match reaper.spawn(&mut cmd) {
+            Ok(s) => s,
+            Err(e) => panic!("spawn: {e}"),
+        };
+        let second = monitor.watch(first.pid());
+        (first, second)
+    }
+
     #[test]
     fn a_process_has_one_reaper_and_its_own_commands_run_through_it() {
         let (a, b) = match (Reaper::start(), Reaper::start()) {
@@ -697,10 +718,7 @@ mod tests {
 
     #[test]
     fn output_never_blocks_the_runtime_on_a_pipe() {
-        let reaper = match Reaper::start() {
-            Ok(r) => r,
-            Err(e) => panic!("reaper: {e}"),
-        };
+        let reaper = reaper();
         // 32 bytes (what the first read of the output asks for) and then a
         // second of silence: a blocking pipe would hold the runtime's only
         // thread in read() for that second, and the ticker could not run.
@@ -728,10 +746,7 @@ mod tests {
 
     #[test]
     fn many_exits_are_reaped_by_the_tasks_that_wait_for_them() {
-        let reaper = match Reaper::start() {
-            Ok(r) => r,
-            Err(e) => panic!("reaper: {e}"),
-        };
+        let reaper = reaper();
         let rt = runtime();
         let mut pids = Vec::new();
         let statuses = rt.block_on(async {
@@ -763,18 +778,8 @@ mod tests {
 
     #[test]
     fn a_cancelled_wait_gives_the_pid_back_to_the_reaper_thread() {
-        let reaper = match Reaper::start() {
-            Ok(r) => r,
-            Err(e) => panic!("reaper: {e}"),
-        };
-        let monitor = reaper.monitor();
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", "sleep 0.3; exit 5"]);
-        let (_child, first) = match reaper.spawn(&mut cmd) {
-            Ok(s) => s,
-            Err(e) => panic!("spawn: {e}"),
-        };
-        let second = monitor.watch(first.pid());
+        let reaper = reaper();
+        let (first, second) = spawned_with_two_waiters(&reaper, "sleep 0.3; exit 5");
         let rt = runtime();
         // The first waiter claims the pid, then gives up before the exit.
         let cancelled =
@@ -789,19 +794,9 @@ mod tests {
 
     #[test]
     fn a_claim_left_pending_does_not_keep_the_exit_from_others() {
-        let reaper = match Reaper::start() {
-            Ok(r) => r,
-            Err(e) => panic!("reaper: {e}"),
-        };
-        let monitor = reaper.monitor();
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", "sleep 0.2; exit 4"]);
-        let (_child, first) = match reaper.spawn(&mut cmd) {
-            Ok(s) => s,
-            Err(e) => panic!("spawn: {e}"),
-        };
+        let reaper = reaper();
+        let (first, second) = spawned_with_two_waiters(&reaper, "sleep 0.2; exit 4");
         let pid = pid_i32(first.pid());
-        let second = monitor.watch(first.pid());
         let rt = runtime();
         // Polled once (the claim is taken), then neither polled nor dropped.
         let mut parked = Box::pin(first.wait_reaping());

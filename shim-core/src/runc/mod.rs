@@ -294,14 +294,15 @@ impl RuncRuntime {
 
     fn files<const N: usize>(&self, kind: &str, exts: [&str; N]) -> (CallFiles, [PathBuf; N]) {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let paths = exts.map(|ext| self.dir.join(format!("{}{kind}-{n}.{ext}", self.prefix)));
+        let name = |ext: &str| format!("{}{kind}-{n}.{ext}", self.prefix);
+        let paths = exts.map(|ext| self.dir.join(name(ext)));
         let mut owned = paths.to_vec();
         // runc writes a pid file as "." and its name, then renames it: a
         // runc that failed or was killed in between leaves that one, which
         // only a private subdirectory would take away with it.
         if !self.config.private_subdir {
-            let dotted = exts.iter().filter(|e| **e == "pid").map(|e| format!(".{}{kind}-{n}.{e}", self.prefix));
-            owned.extend(dotted.map(|name| self.dir.join(name)).collect::<Vec<_>>());
+            let pid_files = exts.iter().filter(|ext| **ext == "pid");
+            owned.extend(pid_files.map(|ext| self.dir.join(format!(".{}", name(ext)))));
         }
         (CallFiles { paths: owned, trash: self.trash.clone() }, paths)
     }
