@@ -141,6 +141,12 @@ pub struct ProcessDefaults {
     /// `linux.namespaces`). A config without `linux.namespaces` is taken as
     /// having one, the safe guess for the order of EXIT events.
     pub execs_die_with_init: bool,
+    /// Whether the init's exit must kill what is left of the container: it
+    /// has no pid namespace of its own (it joined the pod's, with a `path`,
+    /// or the host's), so its other processes outlive the init unless
+    /// killed. As containerd's runc shim decides it, a config without
+    /// `linux.namespaces` counts as sharing.
+    pub kill_all_on_exit: bool,
 }
 
 impl ProcessDefaults {
@@ -178,6 +184,7 @@ impl ProcessDefaults {
             apparmor_profile: text("apparmorProfile"),
             selinux_label: text("selinuxLabel"),
             execs_die_with_init: own_pid_namespace(&config),
+            kill_all_on_exit: !new_pid_namespace(&config),
         })
     }
 }
@@ -242,11 +249,17 @@ pub fn validate_resources(json: &[u8]) -> Result<Value> {
     Ok(value)
 }
 
+/// Whether the container has a pid namespace of its own, a config without
+/// `linux.namespaces` counting as having one.
 fn own_pid_namespace(config: &Value) -> bool {
-    let Some(namespaces) = config.pointer("/linux/namespaces").and_then(Value::as_array) else {
-        return true;
-    };
-    namespaces.iter().any(|ns| {
+    config.pointer("/linux/namespaces").is_none() || new_pid_namespace(config)
+}
+
+/// Whether `linux.namespaces` asks for a new pid namespace: a `pid` entry
+/// without a `path`.
+fn new_pid_namespace(config: &Value) -> bool {
+    let namespaces = config.pointer("/linux/namespaces").and_then(Value::as_array);
+    namespaces.into_iter().flatten().any(|ns| {
         ns.get("type").and_then(Value::as_str) == Some("pid")
             && ns.get("path").and_then(Value::as_str).is_none_or(str::is_empty)
     })
@@ -500,6 +513,17 @@ mod tests {
         assert_eq!(die(r#"{"linux":{"namespaces":[{"type":"mount"}]}}"#), Ok(false));
         assert_eq!(die(r#"{"linux":{"namespaces":[{"type":"pid","path":"/proc/1/ns/pid"}]}}"#), Ok(false));
         assert_eq!(die(r#"{"process":{}}"#), Ok(true));
+    }
+
+    #[test]
+    fn whether_the_init_exit_kills_the_rest() {
+        let kill = |config: &str| ProcessDefaults::from_config_json(config.as_bytes()).map(|d| d.kill_all_on_exit);
+        assert_eq!(kill(r#"{"linux":{"namespaces":[{"type":"mount"},{"type":"pid"}]}}"#), Ok(false));
+        assert_eq!(kill(r#"{"linux":{"namespaces":[{"type":"pid","path":""}]}}"#), Ok(false));
+        // hostPID, and a pod's shared namespace joined by path.
+        assert_eq!(kill(r#"{"linux":{"namespaces":[{"type":"mount"}]}}"#), Ok(true));
+        assert_eq!(kill(r#"{"linux":{"namespaces":[{"type":"pid","path":"/proc/1/ns/pid"}]}}"#), Ok(true));
+        assert_eq!(kill(r#"{"process":{}}"#), Ok(true));
     }
 
     #[test]

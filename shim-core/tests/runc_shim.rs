@@ -14,7 +14,7 @@ use shim_core::proto::v1::*;
 use shim_core::testing::{
     collect_events, is_zombie_child, mkfifo, read_fifo, require_runc, shared_reaper, BundleBuilder,
 };
-use shim_core::{Code, EventStream, RuncShim, Shim};
+use shim_core::{Code, EventStream, RuncShim, Shim, StreamExt};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -442,16 +442,20 @@ async fn a_process_without_stderr_gets_dev_null() {
     ok(within(fx.shim.delete(DeleteRequest { pid: init })).await);
 }
 
+/// A container without a pid namespace of its own (hostPID; a pod's shared
+/// one): its init's exit kills the rest of it, as containerd's runc shim
+/// does, so an exec does not live on; the exec's EXIT comes before the
+/// init's, as in a container of its own namespace. `Kill` with `all` after
+/// the init exited is accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_pid_namespace_the_init_exit_does_not_wait_for_execs() {
+async fn without_a_pid_namespace_the_init_exit_kills_the_rest() {
     if !require_runc() {
         return;
     }
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let mut config = shim_core::testing::runc_config(dir.path().join("work"));
-    // Longer than `within`: a wait for the exec would fail the test.
-    config.shim.exec_exit_grace = Duration::from_secs(120);
+    let config = shim_core::testing::runc_config(dir.path().join("work"));
     let shim = Arc::new(ok(RuncShim::new(config, shared_reaper())));
+    let mut events = ok(shim.events(EventsRequest::default()).await);
     let bundle = dir.path().join("bundle");
     BundleBuilder::new().pid_namespace(false).args(["sleep", "1000"]).build(&bundle).unwrap_or_else(|e| panic!("{e}"));
     let req = CreateRequest { id: unique_id("hostpid"), bundle: s(&bundle).into(), ..Default::default() };
@@ -462,9 +466,18 @@ async fn without_a_pid_namespace_the_init_exit_does_not_wait_for_execs() {
             .pid;
     ok(within(shim.kill(KillRequest { pid: init, signal: 9, all: false })).await);
     assert_eq!(ok(within(shim.wait(WaitRequest { pid: init })).await).exit_status, 137);
-    // The exec lives on in the host's pid namespace.
-    let st = ok(shim.state(StateRequest {}).await);
-    assert!(st.processes.contains(&Process::new(exec, State::Running)), "{st:?}");
+    // Killed with the init, and reported first.
+    assert_eq!(ok(within(shim.wait(WaitRequest { pid: exec })).await).exit_status, 137);
+    let mut exits = Vec::new();
+    while exits.len() < 2 {
+        let event = ok(within(events.next()).await.unwrap_or_else(|| panic!("events ended")));
+        if event.event_type() == Ok(EventType::Exit) {
+            exits.push(event.pid);
+        }
+    }
+    assert_eq!(exits, [exec, init]);
+    ok(within(shim.kill(KillRequest { pid: init, signal: 9, all: true })).await);
+    assert_eq!(code(shim.kill(KillRequest { pid: init, signal: 9, all: false }).await), Code::FailedPrecondition);
     assert_eq!(ok(within(shim.delete(DeleteRequest { pid: exec })).await).exit_status, 137);
     assert_eq!(ok(within(shim.delete(DeleteRequest { pid: init })).await).exit_status, 137);
 }

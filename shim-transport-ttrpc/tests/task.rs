@@ -182,3 +182,134 @@ async fn a_session_as_ctr_drives_it() {
         within(c.call("containerd.task.v2.Task", "Nope", &(), None, &[])).await.map_err(|e| e.code().unwrap_or(-1));
     assert_eq!(unknown.err(), Some(Code::Unimplemented as i32));
 }
+
+/// A service over one fake shim per container, as the containerd binary
+/// serves a pod: each container gets its own pids.
+async fn pod_setup() -> (Setup, Arc<TaskService>) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("task.sock");
+    let listener = UnixListener::bind(&path).unwrap_or_else(|e| panic!("{e}"));
+    let events = Arc::new(Recorder::default());
+    let next = std::sync::atomic::AtomicU32::new(1000);
+    let shims = move |_id: &str, _bundle: &std::path::Path| -> shim_core::Result<Arc<dyn shim_core::Shim>> {
+        let first = next.fetch_add(1000, std::sync::atomic::Ordering::Relaxed);
+        let runtime = shim_core::FakeRuntime::with_first_pid(first);
+        Ok(Arc::new(FakeShim::with_runtime(runtime, Default::default(), None)))
+    };
+    let task = TaskService::with_factory(shims, Arc::clone(&events) as _, Some("k8s.io"));
+    let served = Arc::clone(&task);
+    let stop = Arc::clone(&task);
+    tokio::spawn(
+        async move { Server::new(served).serve(listener, async move { stop.shutdown_requested().await }).await },
+    );
+    let client = Arc::new(within(Client::connect(&path)).await.unwrap_or_else(|e| panic!("{e}")));
+    (Setup { dir, client, events }, task)
+}
+
+/// Two containers of a pod in one service: each has its own pid, exec ids,
+/// State, Connect and events naming it; Shutdown while one is left does
+/// nothing, and shuts the service down once both are deleted.
+#[tokio::test]
+async fn the_containers_of_a_pod_share_one_service() {
+    let (s, task) = pod_setup().await;
+    let c = &s.client;
+    let mut pids = Vec::new();
+    for id in ["sandbox", "app"] {
+        let bundle = s.dir.path().join(id);
+        BundleBuilder::new().args(["sleep"]).build_config_only(&bundle).unwrap_or_else(|e| panic!("{e}"));
+        let create =
+            api::CreateTaskRequest { id: id.into(), bundle: bundle.display().to_string(), ..Default::default() };
+        let pid = call::<_, api::CreateTaskResponse>(c, "Create", create).await.unwrap_or_else(|e| panic!("{e}")).pid;
+        call::<_, api::StartResponse>(c, "Start", api::StartRequest { id: id.into(), ..Default::default() })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let connect: api::ConnectResponse =
+            call(c, "Connect", api::ConnectRequest { id: id.into() }).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((connect.shim_pid, connect.task_pid), (std::process::id(), pid));
+        pids.push(pid);
+    }
+    assert_ne!(pids[0], pids[1]);
+    assert_eq!(task.containers(), 2);
+
+    // The same exec id in both containers: each container has its own.
+    for id in ["sandbox", "app"] {
+        let exec = api::ExecProcessRequest {
+            id: id.into(),
+            exec_id: "e".into(),
+            spec: exec_spec(&["exit:4"]),
+            ..Default::default()
+        };
+        call::<_, ()>(c, "Exec", exec).await.unwrap_or_else(|e| panic!("{e}"));
+        call::<_, api::StartResponse>(c, "Start", api::StartRequest { id: id.into(), exec_id: "e".into() })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let waited: api::WaitResponse = call(c, "Wait", api::WaitRequest { id: id.into(), exec_id: "e".into() })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(waited.exit_status, 4);
+        call::<_, api::DeleteResponse>(c, "Delete", api::DeleteRequest { id: id.into(), exec_id: "e".into() })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    // The app goes; the sandbox keeps running, and Shutdown leaves it be.
+    call::<_, ()>(c, "Kill", api::KillRequest { id: "app".into(), signal: 9, ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let del: api::DeleteResponse = call(c, "Delete", api::DeleteRequest { id: "app".into(), ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((del.pid, del.exit_status), (pids[1], 137));
+    call::<_, ()>(c, "Shutdown", api::ShutdownRequest { id: "app".into(), now: false })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let st: api::StateResponse = call(c, "State", api::StateRequest { id: "sandbox".into(), ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((st.status, st.pid), (TaskStatus::Running as i32, pids[0]));
+    let gone: Result<api::StateResponse, _> =
+        call(c, "State", api::StateRequest { id: "app".into(), ..Default::default() }).await;
+    assert_eq!(gone.err(), Some(Code::NotFound as i32));
+    assert_eq!(task.containers(), 1);
+
+    call::<_, ()>(c, "Kill", api::KillRequest { id: "sandbox".into(), signal: 9, ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    call::<_, api::DeleteResponse>(c, "Delete", api::DeleteRequest { id: "sandbox".into(), ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    call::<_, ()>(c, "Shutdown", api::ShutdownRequest { id: "sandbox".into(), now: false })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    within(task.shutdown_requested()).await;
+
+    // Every event names its own container, in containerd's order for each.
+    let recorded = s.events.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for id in ["sandbox", "app"] {
+        let topics: Vec<&str> =
+            recorded.iter().filter(|(_, a)| container_of(a) == id).map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            topics,
+            [
+                "/tasks/create",
+                "/tasks/start",
+                "/tasks/exec-added",
+                "/tasks/exec-started",
+                "/tasks/exit",
+                "/tasks/exit",
+                "/tasks/delete"
+            ],
+            "{id}"
+        );
+    }
+}
+
+/// The `container_id` of a recorded event: field 1 of every task event.
+fn container_of(event: &Any) -> String {
+    #[derive(Clone, PartialEq, Message)]
+    struct First {
+        #[prost(string, tag = "1")]
+        container_id: String,
+    }
+    First::decode(event.value.as_slice()).map(|f| f.container_id).unwrap_or_default()
+}

@@ -7,8 +7,10 @@
 //!   bundle: binds the shim's socket, forks the long-running server that
 //!   serves it (own session, stdio on /dev/null),
 //!   writes the bundle's `address` file and prints the address, then exits;
-//! - the server, forked by `start`: the task service for the container,
-//!   logging to the bundle's `log` FIFO, until Shutdown or SIGTERM;
+//! - the server, forked by `start`: the task service for the container and
+//!   for every later container of its group (a Kubernetes pod: see
+//!   `group_of`), logging to the first bundle's `log` FIFO, until Shutdown
+//!   with no container left, or SIGTERM;
 //! - `-namespace NS -address SOCK -id ID -bundle DIR delete`: cleans up after
 //!   a shim that is gone (force-deletes the runc container, unmounts the
 //!   rootfs) and prints a `DeleteResponse`.
@@ -20,7 +22,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use prost::Message;
-use shim_core::{Reaper, RuncConfig, RuncShim};
+use shim_core::{Reaper, RuncConfig, RuncShim, Shim};
 use shim_transport_ttrpc::events::{Forwarder, DEFAULT_CAPACITY};
 use shim_transport_ttrpc::options::RuncOptions;
 use shim_transport_ttrpc::proto::containerd::task::v2::DeleteResponse;
@@ -108,12 +110,32 @@ fn main() -> ExitCode {
     }
 }
 
-/// A short, stable socket path for (containerd address, namespace, id):
+/// The annotations that put containers in one shim, the first found wins:
+/// containerd's runc shim groups by the same two (CRI marks every container
+/// of a pod, its sandbox too, with the pod's sandbox id).
+const GROUP_ANNOTATIONS: [&str; 2] = ["io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id"];
+
+/// The group of the container whose bundle is `bundle`: the value of its
+/// spec's first grouping annotation, or its own id. A spec that cannot be
+/// read or parsed groups nothing: the container gets a shim of its own, and
+/// its Create reports what is wrong with the spec.
+fn group_of(bundle: &Path, id: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Spec {
+        #[serde(default)]
+        annotations: std::collections::HashMap<String, String>,
+    }
+    let spec = std::fs::read(bundle.join("config.json")).ok().and_then(|b| serde_json::from_slice::<Spec>(&b).ok());
+    spec.and_then(|s| GROUP_ANNOTATIONS.iter().find_map(|a| s.annotations.get(*a).filter(|v| !v.is_empty()).cloned()))
+        .unwrap_or_else(|| id.to_string())
+}
+
+/// A short, stable socket path for (containerd address, namespace, group):
 /// unix socket paths are limited to 108 bytes.
-fn socket_path(args: &Args) -> PathBuf {
+fn socket_path(args: &Args, group: &str) -> PathBuf {
     // FNV-1a: stable across runs and builds, unlike std's hasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in args.address.bytes().chain([0]).chain(args.namespace.bytes()).chain([0]).chain(args.id.bytes()) {
+    for b in args.address.bytes().chain([0]).chain(args.namespace.bytes()).chain([0]).chain(group.bytes()) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -130,12 +152,14 @@ fn start(args: &Args) -> Result<(), String> {
     let mut sink = Vec::new();
     let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
 
-    let path = socket_path(args);
+    let path = socket_path(args, &group_of(&bundle, &args.id));
     std::fs::create_dir_all(SOCKET_DIR).map_err(|e| format!("cannot create {SOCKET_DIR}: {e}"))?;
     let address = format!("unix://{}", path.display());
-    let lock = lock_bundle(&bundle)?;
-    // A shim already serves this container (containerd retried `start`):
-    // its address is the answer, as containerd's runc shim gives it.
+    let lock = lock_dir(Path::new(SOCKET_DIR))?;
+    // A shim already serves this container's group (another container of
+    // its pod, or this one when containerd retried `start`): its address is
+    // the answer, as containerd's runc shim gives it; containerd then sends
+    // this container's Create there.
     if std::os::unix::net::UnixStream::connect(&path).is_ok() {
         drop(lock);
         write_address(&bundle, &address)?;
@@ -153,7 +177,7 @@ fn start(args: &Args) -> Result<(), String> {
     match unsafe { nix::unistd::fork() } {
         Err(e) => return Err(format!("cannot start the shim server: {e}")),
         Ok(nix::unistd::ForkResult::Child) => {
-            let code = match detach().and_then(|()| serve(args, &bundle, listener)) {
+            let code = match detach().and_then(|()| serve(args, &bundle, &path, listener)) {
                 Ok(()) => 0,
                 Err(e) => {
                     tracing::error!(error = %e, "the shim server failed");
@@ -169,11 +193,15 @@ fn start(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Removes the socket the bundle's `address` file names (the server's,
-/// when it exits; a dead server's, in `delete`).
-fn remove_socket(bundle: &Path) {
+/// Removes the socket the bundle's `address` file names, if no server
+/// answers on it: a dead server's, in `delete`. A live one serves other
+/// containers of the same group.
+fn remove_dead_socket(bundle: &Path) {
     if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
-        let _ = std::fs::remove_file(address.trim().trim_start_matches("unix://"));
+        let path = Path::new(address.trim().trim_start_matches("unix://"));
+        if std::os::unix::net::UnixStream::connect(path).is_err() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -189,15 +217,16 @@ fn write_address(bundle: &Path, address: &str) -> Result<(), String> {
 }
 
 /// Held while a `start` decides between answering a running server's
-/// address and binding the socket itself: two `start`s of one container at
-/// once would otherwise both find no server, and the second would remove
-/// the first one's socket and start a second server. The bundle directory
-/// is the lock: one per container, and no file is left behind. Released
-/// before the fork, so the server does not hold it.
-fn lock_bundle(bundle: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
-    let dir = std::fs::File::open(bundle).map_err(|e| format!("cannot open the bundle {}: {e}", bundle.display()))?;
-    nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| format!("cannot lock the bundle {}: {e}", bundle.display()))
+/// address and binding the socket itself: two `start`s of one group at once
+/// (a retried `start`, or two containers of a pod) would otherwise both find
+/// no server, and the second would remove the first one's socket and start
+/// a second server. The socket directory is the lock (the containers of a
+/// group have different bundles), held for a connect and a bind, so no file
+/// is left behind. Released before the fork, so the server does not hold it.
+fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, String> {
+    let f = std::fs::File::open(dir).map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| format!("cannot lock {}: {e}", dir.display()))
 }
 
 fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, String> {
@@ -247,7 +276,7 @@ fn detach() -> Result<(), String> {
     Ok(())
 }
 
-fn serve(args: &Args, bundle: &Path, listener: std::os::unix::net::UnixListener) -> Result<(), String> {
+fn serve(args: &Args, bundle: &Path, socket: &Path, listener: std::os::unix::net::UnixListener) -> Result<(), String> {
     let bundle = bundle.to_path_buf();
     log_to_fifo(&bundle, args.debug);
     listener.set_nonblocking(true).map_err(|e| format!("listener: {e}"))?;
@@ -257,21 +286,21 @@ fn serve(args: &Args, bundle: &Path, listener: std::os::unix::net::UnixListener)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let work = bundle.clone();
     let result = rt.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
         let reaper = Reaper::start().map_err(|e| e.to_string())?;
-        // The bundle is this shim's alone (one server per container, see
-        // `lock_bundle`), so its runc call files go there directly, as the
-        // Go shim's do; containerd removes the bundle after the shim.
-        let config =
-            RuncConfig::new(work).private_subdir(false).runtime_root(Path::new(RUNC_ROOT).join(&args.namespace));
-        let shim = Arc::new(RuncShim::new(config, reaper).map_err(|e| e.to_string())?);
+        let runc_root = Path::new(RUNC_ROOT).join(&args.namespace);
+        // One core shim per container, all on this process's reaper. A
+        // bundle is its container's alone, so the runc call files go there
+        // directly, as the Go shim's do; containerd removes the bundle after
+        // the container.
+        let shims = move |_id: &str, bundle: &Path| -> shim_core::Result<Arc<dyn Shim>> {
+            let config = RuncConfig::new(bundle).private_subdir(false).runtime_root(runc_root.clone());
+            Ok(Arc::new(RuncShim::new(config, reaper.clone())?))
+        };
         let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_else(|_| format!("{}.ttrpc", args.address));
         let events = Forwarder::start(&ttrpc_address, &args.namespace, DEFAULT_CAPACITY);
-        let task = TaskService::in_namespace(shim, Arc::clone(&events) as _, &args.namespace)
-            .await
-            .map_err(|e| e.to_string())?;
+        let task = TaskService::with_factory(shims, Arc::clone(&events) as _, Some(&args.namespace));
         let stop = Arc::clone(&task);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
@@ -292,7 +321,8 @@ fn serve(args: &Args, bundle: &Path, listener: std::os::unix::net::UnixListener)
         }
         Ok::<(), String>(())
     });
-    remove_socket(&bundle);
+    // By path: the first bundle, whose `address` names it, may be gone.
+    let _ = std::fs::remove_file(socket);
     result
 }
 
@@ -318,7 +348,7 @@ fn delete(args: &Args) -> Result<(), String> {
         let _ = writeln!(std::io::stderr(), "containerd-shim-rshim-v1: delete: {e}");
     }
     shim_transport_ttrpc::rootfs::unmount(&bundle);
-    remove_socket(&bundle);
+    remove_dead_socket(&bundle);
     remove_call_files(&bundle);
     let resp = DeleteResponse {
         pid: 0,

@@ -881,6 +881,16 @@ impl Containerd {
     /// Pids of the shim processes serving container `id` in this
     /// containerd (their command line names its address and the id).
     pub fn shim_pids(&self, id: &str) -> Vec<i32> {
+        self.shims_started_for(Some(id))
+    }
+
+    /// Every shim process of this containerd, whatever container it was
+    /// started for.
+    pub fn all_shim_pids(&self) -> Vec<i32> {
+        self.shims_started_for(None)
+    }
+
+    fn shims_started_for(&self, id: Option<&str>) -> Vec<i32> {
         let address = self.address.as_os_str().as_bytes();
         let mut pids = Vec::new();
         for proc_dir in entries(Path::new("/proc")) {
@@ -889,7 +899,7 @@ impl Containerd {
             };
             let cmdline = fs::read(proc_dir.join("cmdline")).unwrap_or_default();
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            if flag_is(&args, b"-address", address) && flag_is(&args, b"-id", id.as_bytes()) {
+            if flag_is(&args, b"-address", address) && id.is_none_or(|id| flag_is(&args, b"-id", id.as_bytes())) {
                 pids.push(pid);
             }
         }

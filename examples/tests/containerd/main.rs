@@ -14,6 +14,7 @@
 
 mod cri;
 mod harness;
+mod pods;
 
 use std::path::Path;
 use std::time::Duration;
@@ -633,6 +634,7 @@ fn cri_pod(handler: &str, shim_binary: &str) {
             command: vec!["/bin/sh".into(), "-c".into(), "echo hello; echo oops >&2; exec sleep 1000".into()],
             args: Vec::new(),
             log_path: "c1.log".into(),
+            linux: None,
         };
         let create = cri::CreateContainerRequest {
             pod_sandbox_id: sid.clone(),

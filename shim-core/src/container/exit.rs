@@ -15,6 +15,7 @@ use super::{lock, ContainerShim};
 use crate::io::{self, Pumps};
 use crate::oom::OomWatcher;
 use crate::runtime::Runtime;
+use crate::signal::Signal;
 
 /// After an OOM event, how long further OOM notifications add up before the
 /// next one is published (see `watch_oom`).
@@ -38,21 +39,31 @@ impl<R: Runtime> ContainerShim<R> {
             let _state = lock(&self.inner.state);
             *lock(&proc.reaped) = Some(status);
         }
+        let kill_rest = proc.init && self.kill_all_on_exit();
+        if kill_rest {
+            // Sharing a pid namespace it does not own (a pod's, the host's),
+            // the container's other processes outlive its init unless
+            // killed, as containerd's runc shim kills them; and one of them
+            // holding the output open would hold up this EXIT.
+            if let Err(e) = self.inner.runtime.kill_all(&id, Signal::KILL).await {
+                tracing::warn!(container = %id, error = %e, "cannot kill what is left of the container after its init exited");
+            }
+        }
         pumps.drain(self.inner.config.io_grace).await;
         if proc.init {
             let deadline = io::deadline_after(self.inner.config.exec_exit_grace);
             // An exec being started now is either refused or registered.
             let mut starting = self.inner.execs_starting.subscribe();
             let _ = tokio::time::timeout_at(deadline, starting.wait_for(|n| *n == 0)).await;
-            // Execs die with the init (its pid namespace ends): their EXITs
-            // go first. Without a pid namespace of its own they live on, and
-            // waiting for them would only delay this EXIT.
+            // Execs die with the init (its pid namespace ends, or the kill
+            // above ended them): their EXITs go first. Otherwise they live
+            // on, and waiting for them would only delay this EXIT.
             let others: Vec<Arc<Proc>> = {
                 let state = lock(&self.inner.state);
                 state
                     .container
                     .as_ref()
-                    .filter(|c| c.defaults.execs_die_with_init)
+                    .filter(|c| kill_rest || c.defaults.execs_die_with_init)
                     .map(|c| c.procs.values().filter(|p| !p.init).cloned().collect())
                     .unwrap_or_default()
             };
@@ -77,6 +88,12 @@ impl<R: Runtime> ContainerShim<R> {
         // Close the pty master now: the entry may live on until Delete.
         lock(&proc.console).take();
         drop(pumps);
+    }
+
+    /// Whether the init's exit kills the rest of the container (see
+    /// [`ProcessDefaults::kill_all_on_exit`](crate::spec::ProcessDefaults)).
+    fn kill_all_on_exit(&self) -> bool {
+        lock(&self.inner.state).container.as_ref().is_some_and(|c| c.defaults.kill_all_on_exit)
     }
 
     /// Registers the OOM watcher, then follows it in a task. Registered

@@ -75,11 +75,14 @@ impl<R: Runtime> ContainerShim<R> {
                 format!("applies to the init process only, not to exec {}", req.pid),
             ));
         }
-        if proc.reaped().is_some() {
-            return Err(ShimError::FailedPrecondition(format!("process {} has already exited", req.pid)));
-        }
+        // With `all`, what is left of the container is signalled even after
+        // its init exited (processes sharing a pid namespace it does not
+        // own), as containerd's runc shim does.
         if req.all {
             return self.inner.runtime.kill_all(&id, signal).await;
+        }
+        if proc.reaped().is_some() {
+            return Err(ShimError::FailedPrecondition(format!("process {} has already exited", req.pid)));
         }
         if self.inner.runtime.signal(proc.pid, signal)? {
             Ok(())

@@ -1,11 +1,14 @@
-//! What the task service records of its container and each process:
-//! containerd's names and stdio for them, the pids the core gave them, and
-//! their exits.
+//! What the task service records of each container and process:
+//! containerd's names and stdio for them, the core shim that runs the
+//! container, the pids it gave them, and their exits.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use prost_types::Timestamp;
 use shim_core::proto::v1 as core;
+use shim_core::Shim;
+use tokio::task::JoinHandle;
 
 use super::TaskService;
 use crate::proto::containerd::task::v2 as api;
@@ -29,9 +32,12 @@ pub(super) struct Proc {
 }
 
 /// One container of the service: containerd's Create request as the
-/// events and `State` echo it, its init and execs by exec id, and the exec
-/// id of each pid the core gave them.
+/// events and `State` echo it, the core shim that runs it, its init and
+/// execs by exec id, and the exec id of each pid the core gave them.
 pub(super) struct Container {
+    pub(super) shim: Arc<dyn Shim>,
+    /// The task forwarding this container's events; stopped with the record.
+    pub(super) forwarder: Option<JoinHandle<()>>,
     pub(super) id: String,
     pub(super) bundle: String,
     pub(super) rootfs: Vec<crate::proto::containerd::types::Mount>,
@@ -45,7 +51,7 @@ pub(super) struct Container {
 
 impl Container {
     /// The record Create makes before the core creates anything.
-    pub(super) fn new(req: &api::CreateTaskRequest) -> Self {
+    pub(super) fn new(req: &api::CreateTaskRequest, shim: Arc<dyn Shim>) -> Self {
         let init = Proc {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -54,6 +60,8 @@ impl Container {
             ..Default::default()
         };
         Self {
+            shim,
+            forwarder: None,
             id: req.id.clone(),
             bundle: req.bundle.clone(),
             rootfs: req.rootfs.clone(),
@@ -83,29 +91,44 @@ impl Container {
     }
 }
 
+impl Drop for Container {
+    fn drop(&mut self) {
+        if let Some(task) = self.forwarder.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The service's one lock-protected record: its containers by id.
 #[derive(Default)]
 pub(super) struct State {
-    pub(super) container: Option<Container>,
+    pub(super) containers: HashMap<String, Container>,
 }
 
 impl TaskService {
     /// The process `exec_id` of container `id`, as a copy.
     pub(super) fn process(&self, id: &str, exec_id: &str) -> Result<Proc, Status> {
         let st = self.lock();
-        let c = st
-            .container
-            .as_ref()
-            .filter(|c| c.id == id)
-            .ok_or_else(|| status(Code::NotFound, format!("container {id:?} not found in this shim")))?;
+        let c = st.containers.get(id).ok_or_else(|| not_found(id))?;
         c.process(exec_id)
             .cloned()
             .ok_or_else(|| status(Code::NotFound, format!("exec {exec_id:?} not found in container {id:?}")))
     }
 
-    pub(super) fn set(&self, exec_id: &str, f: impl FnOnce(&mut Proc)) {
-        let mut st = self.lock();
-        if let Some(p) = st.container.as_mut().and_then(|c| c.process_mut(exec_id)) {
+    /// The core shim that runs container `id`.
+    pub(super) fn shim_of(&self, id: &str) -> Result<Arc<dyn Shim>, Status> {
+        self.lock().containers.get(id).map(|c| Arc::clone(&c.shim)).ok_or_else(|| not_found(id))
+    }
+
+    /// Changes the record of process `exec_id` of container `id`, if any.
+    pub(super) fn set(&self, id: &str, exec_id: &str, f: impl FnOnce(&mut Proc)) {
+        if let Some(p) = self.lock().containers.get_mut(id).and_then(|c| c.process_mut(exec_id)) {
             f(p);
         }
     }
+}
+
+/// containerd's answer for a container it did not create here.
+pub(super) fn not_found(id: &str) -> Status {
+    status(Code::NotFound, format!("container {id:?} not found in this shim"))
 }

@@ -35,9 +35,8 @@ fn core_err(e: shim_core::ShimError) -> Status {
 
 impl TaskService {
     pub(super) async fn pids(&self, r: api::PidsRequest) -> Result<api::PidsResponse, Status> {
-        self.process(&r.id, "")?;
-        let list = self.shim.list_pids(core::ListPidsRequest {}).await.map_err(core_err)?;
-        let by_pid = self.lock().container.as_ref().map(|c| c.by_pid.clone()).unwrap_or_default();
+        let list = self.shim_of(&r.id)?.list_pids(core::ListPidsRequest {}).await.map_err(core_err)?;
+        let by_pid = self.lock().containers.get(&r.id).map(|c| c.by_pid.clone()).unwrap_or_default();
         let processes = list
             .processes
             .iter()
@@ -54,36 +53,33 @@ impl TaskService {
     }
 
     pub(super) async fn pause(&self, r: api::PauseRequest) -> Result<(), Status> {
-        self.process(&r.id, "")?;
-        self.shim.pause(core::PauseRequest {}).await.map_err(core_err)
+        self.shim_of(&r.id)?.pause(core::PauseRequest {}).await.map_err(core_err)
     }
 
     pub(super) async fn resume(&self, r: api::ResumeRequest) -> Result<(), Status> {
-        self.process(&r.id, "")?;
-        self.shim.resume(core::ResumeRequest {}).await.map_err(core_err)
+        self.shim_of(&r.id)?.resume(core::ResumeRequest {}).await.map_err(core_err)
     }
 
     pub(super) async fn checkpoint(&self, r: api::CheckpointTaskRequest) -> Result<(), Status> {
-        self.process(&r.id, "")?;
+        let shim = self.shim_of(&r.id)?;
         let exit = r.options.as_ref().is_some_and(|o| checkpoint_exits(&o.value));
-        self.shim.checkpoint(core::CheckpointRequest { image_path: r.path, exit }).await.map_err(core_err)
+        shim.checkpoint(core::CheckpointRequest { image_path: r.path, exit }).await.map_err(core_err)
     }
 
     pub(super) async fn update(&self, r: api::UpdateTaskRequest) -> Result<(), Status> {
-        self.process(&r.id, "")?;
+        let shim = self.shim_of(&r.id)?;
         let resources = r.resources.map(|a| a.value).unwrap_or_default();
-        self.shim.update(core::UpdateRequest { resources }).await.map_err(core_err)
+        shim.update(core::UpdateRequest { resources }).await.map_err(core_err)
     }
 
     pub(super) async fn stats(&self, r: api::StatsRequest) -> Result<api::StatsResponse, Status> {
-        self.process(&r.id, "")?;
-        let s = self.shim.stats(core::StatsRequest {}).await.map_err(core_err)?;
+        let s = self.shim_of(&r.id)?.stats(core::StatsRequest {}).await.map_err(core_err)?;
         Ok(api::StatsResponse { stats: Some(crate::metrics::to_containerd(&s)) })
     }
 
     pub(super) async fn resize_pty(&self, r: api::ResizePtyRequest) -> Result<(), Status> {
         let pid = self.pid_of(&r.id, &r.exec_id).await?;
-        match self.shim.pty(core::PtyRequest { pid, width: r.width, height: r.height }).await {
+        match self.shim_of(&r.id)?.pty(core::PtyRequest { pid, width: r.width, height: r.height }).await {
             // A process that already exited has no terminal to resize;
             // containerd's runc shim answers success, and `ctr run -t` of a
             // short command races with it.
@@ -98,22 +94,23 @@ impl TaskService {
     pub(super) async fn close_io(&self, r: api::CloseIoRequest) -> Result<(), Status> {
         if r.stdin {
             let pid = self.pid_of(&r.id, &r.exec_id).await?;
-            self.shim.close_stdin(core::CloseStdinRequest { pid }).await.map_err(core_err)?;
+            self.shim_of(&r.id)?.close_stdin(core::CloseStdinRequest { pid }).await.map_err(core_err)?;
         }
         Ok(())
     }
 
-    pub(super) fn connect(&self, _r: api::ConnectRequest) -> api::ConnectResponse {
+    pub(super) fn connect(&self, r: api::ConnectRequest) -> api::ConnectResponse {
         api::ConnectResponse {
             shim_pid: std::process::id(),
-            task_pid: self.task_pid().unwrap_or(0),
+            task_pid: self.task_pid(&r.id).unwrap_or(0),
             version: String::new(),
         }
     }
 
     pub(super) fn shutdown(&self, r: api::ShutdownRequest) {
-        // With a container still held, containerd's own shims stay.
-        if r.now || self.lock().container.is_none() {
+        // With a container still held (a pod's other containers, say),
+        // containerd's own shims stay.
+        if r.now || self.lock().containers.is_empty() {
             self.shutdown.send_replace(true);
         }
     }

@@ -25,13 +25,13 @@ mod process;
 mod spec;
 mod translate;
 
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use prost::Message;
 use prost_types::{Any, Timestamp};
-use shim_core::proto::v1 as core;
 use shim_core::Shim;
 use tokio::sync::{watch, Notify};
 
@@ -64,10 +64,31 @@ fn now() -> Timestamp {
     Timestamp::from(SystemTime::now())
 }
 
-/// The task service: one container (containerd starts one shim per
-/// container) and its execs, over a core [`Shim`].
+/// Makes the core [`Shim`] of each container the service creates: one per
+/// container, as the core holds one container per shim; they may share a
+/// reaper and a work directory.
+pub trait ShimFactory: Send + Sync + 'static {
+    /// The shim for the new container `id`, whose bundle is `bundle`.
+    fn shim_for(&self, id: &str, bundle: &Path) -> shim_core::Result<Arc<dyn Shim>>;
+}
+
+impl<F> ShimFactory for F
+where
+    F: Fn(&str, &Path) -> shim_core::Result<Arc<dyn Shim>> + Send + Sync + 'static,
+{
+    fn shim_for(&self, id: &str, bundle: &Path) -> shim_core::Result<Arc<dyn Shim>> {
+        self(id, bundle)
+    }
+}
+
+/// The task service: the containers containerd created through this shim
+/// (one, or every container of a pod when containerd groups them, see
+/// [`TaskService::with_factory`]) and their execs, each container over a
+/// core [`Shim`] of its own.
 pub struct TaskService {
-    shim: Arc<dyn Shim>,
+    /// This service, for the tasks it spawns.
+    me: Weak<TaskService>,
+    shims: Box<dyn ShimFactory>,
     sink: Arc<dyn EventSink>,
     state: Mutex<State>,
     /// Woken whenever a process gets its pid or its exit.
@@ -79,10 +100,11 @@ pub struct TaskService {
 }
 
 impl TaskService {
-    /// A service over `shim`, forwarding events to `sink`. Subscribes to the
-    /// core's events before returning, so none is missed.
+    /// A service over `shim`, forwarding events to `sink`: one container at
+    /// a time, as the core shim holds one (a second Create while it holds
+    /// one is refused with `AlreadyExists`).
     pub async fn new(shim: Arc<dyn Shim>, sink: Arc<dyn EventSink>) -> shim_core::Result<Arc<Self>> {
-        Self::build(shim, sink, None).await
+        Ok(Self::build(Box::new(move |_: &str, _: &Path| Ok(Arc::clone(&shim))), sink, None))
     }
 
     /// [`TaskService::new`] for a container of containerd's `namespace`: a
@@ -94,25 +116,26 @@ impl TaskService {
         sink: Arc<dyn EventSink>,
         namespace: &str,
     ) -> shim_core::Result<Arc<Self>> {
-        Self::build(shim, sink, Some(namespace.to_string())).await
+        Ok(Self::build(Box::new(move |_: &str, _: &Path| Ok(Arc::clone(&shim))), sink, Some(namespace.to_string())))
     }
 
-    async fn build(
-        shim: Arc<dyn Shim>,
-        sink: Arc<dyn EventSink>,
-        namespace: Option<String>,
-    ) -> shim_core::Result<Arc<Self>> {
-        let events = shim.events(core::EventsRequest::default()).await?;
-        let service = Arc::new(Self {
-            shim,
+    /// A service for any number of containers of containerd's `namespace`
+    /// (a pod, when containerd groups its containers in one shim), each
+    /// over the shim `shims` makes for it at its Create.
+    pub fn with_factory(shims: impl ShimFactory, sink: Arc<dyn EventSink>, namespace: Option<&str>) -> Arc<Self> {
+        Self::build(Box::new(shims), sink, namespace.map(str::to_string))
+    }
+
+    fn build(shims: Box<dyn ShimFactory>, sink: Arc<dyn EventSink>, namespace: Option<String>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            shims,
             sink,
             state: Mutex::new(State::default()),
             changed: Notify::new(),
             shutdown: watch::channel(false).0,
             namespace,
-        });
-        tokio::spawn(Arc::clone(&service).forward_events(events));
-        Ok(service)
+        })
     }
 
     /// Resolves once `Shutdown` was called with no container left (or `now`).
@@ -121,9 +144,14 @@ impl TaskService {
         let _ = rx.wait_for(|s| *s).await;
     }
 
-    /// The init's pid, if a container was created.
-    pub fn task_pid(&self) -> Option<u32> {
-        self.lock().container.as_ref().and_then(|c| c.init.pid)
+    /// The init's pid of container `id`, if it was created.
+    pub fn task_pid(&self, id: &str) -> Option<u32> {
+        self.lock().containers.get(id).and_then(|c| c.init.pid)
+    }
+
+    /// How many containers the service holds.
+    pub fn containers(&self) -> usize {
+        self.lock().containers.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -1,10 +1,12 @@
 //! Calls on one process named by exec id: Exec (registration), State,
 //! Kill, Wait; and how a call waits for a pid or an exit it needs.
 
+use std::sync::Arc;
+
 use prost_types::Timestamp;
 use shim_core::proto::v1 as core;
 
-use super::container::Proc;
+use super::container::{not_found, Proc};
 use super::spec::exec_request;
 use super::{any, now, TaskService, EXIT_FORWARD_WAIT};
 use crate::proto::containerd::events as ev;
@@ -55,11 +57,7 @@ impl TaskService {
         exec.stderr.clone_from(&req.stderr);
         {
             let mut st = self.lock();
-            let c = st
-                .container
-                .as_mut()
-                .filter(|c| c.id == req.id)
-                .ok_or_else(|| status(Code::NotFound, format!("container {:?} not found in this shim", req.id)))?;
+            let c = st.containers.get_mut(&req.id).ok_or_else(|| not_found(&req.id))?;
             if c.execs.contains_key(&req.exec_id) {
                 return Err(status(Code::AlreadyExists, format!("exec {:?} already exists", req.exec_id)));
             }
@@ -80,8 +78,12 @@ impl TaskService {
 
     pub(super) async fn state(&self, req: api::StateRequest) -> Result<api::StateResponse, Status> {
         let p = self.process(&req.id, &req.exec_id)?;
-        let bundle = self.lock().container.as_ref().map(|c| c.bundle.clone()).unwrap_or_default();
-        let core_state = self.shim.state(core::StateRequest {}).await.map_err(|e| from_shim(&e))?;
+        let (bundle, shim) = {
+            let st = self.lock();
+            let c = st.containers.get(&req.id).ok_or_else(|| not_found(&req.id))?;
+            (c.bundle.clone(), Arc::clone(&c.shim))
+        };
+        let core_state = shim.state(core::StateRequest {}).await.map_err(|e| from_shim(&e))?;
         let pid = p.pid.unwrap_or(0);
         let listed = core_state.processes.iter().find(|q| q.pid == pid).map(|q| q.state());
         let st = match (&p.exit, listed) {
@@ -116,14 +118,15 @@ impl TaskService {
         let Some(pid) = p.pid.filter(|_| p.started || req.exec_id.is_empty()) else {
             return Err(status(Code::NotFound, format!("process {:?} was not started", req.exec_id)));
         };
-        if p.exit.is_some() {
+        // `all` is about the container's processes: containerd's runc shim
+        // ignores it for an exec, and so does this one. For the init it
+        // reaches what is left of the container even after the init exited.
+        let all = req.all && req.exec_id.is_empty();
+        if p.exit.is_some() && !all {
             // CRI relies on this code for a process that already exited.
             return Err(status(Code::NotFound, "process already finished"));
         }
-        // `all` is about the container's processes: containerd's runc shim
-        // ignores it for an exec, and so does this one.
-        let all = req.all && req.exec_id.is_empty();
-        self.shim.kill(core::KillRequest { pid, signal: req.signal, all }).await.map_err(|e| {
+        self.shim_of(&req.id)?.kill(core::KillRequest { pid, signal: req.signal, all }).await.map_err(|e| {
             let st = from_shim(&e);
             if st.code == Code::FailedPrecondition as i32 {
                 status(Code::NotFound, format!("process already finished: {}", st.message))
@@ -138,7 +141,8 @@ impl TaskService {
         if let Some((exit_status, at)) = self.process(&req.id, &req.exec_id)?.exit {
             return Ok(api::WaitResponse { exit_status, exited_at: Some(at) });
         }
-        let exit_status = self.shim.wait(core::WaitRequest { pid }).await.map_err(|e| from_shim(&e))?.exit_status;
+        let exit_status =
+            self.shim_of(&req.id)?.wait(core::WaitRequest { pid }).await.map_err(|e| from_shim(&e))?.exit_status;
         let exited_at = self.exit_of(&req.id, &req.exec_id, exit_status).await;
         Ok(api::WaitResponse { exit_status, exited_at: Some(exited_at) })
     }

@@ -5,30 +5,42 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shim_core::proto::v1 as core;
-use shim_core::StreamExt;
+use shim_core::{Shim, StreamExt};
 
 use super::{any, now, TaskService};
 use crate::proto::containerd::events as ev;
 
 impl TaskService {
-    pub(super) async fn forward_events(self: Arc<Self>, mut events: shim_core::EventStream) {
+    /// Forwards the events of container `cid`, which `shim` runs, until its
+    /// record is dropped (which stops this task) or the stream ends. Events
+    /// of other containers on the same shim (one shim given to
+    /// [`TaskService::new`] serves one container after another) are not
+    /// this task's.
+    pub(super) async fn forward_events(
+        self: Arc<Self>,
+        cid: String,
+        shim: Arc<dyn Shim>,
+        mut events: shim_core::EventStream,
+    ) {
         let mut last: Option<u64> = None;
         loop {
             match events.next().await {
                 Some(Ok(event)) => {
                     last = Some(event.seq);
-                    self.translate(event).await;
+                    if event.id == cid {
+                        self.translate(&cid, event).await;
+                    }
                 }
                 Some(Err(e)) => {
                     // Fell behind the core's ring: resume after the last
                     // event handled, or, if those are gone, go on live.
                     tracing::error!(error = %e, "the core's event stream failed; resubscribing");
-                    let resumed = self.shim.events(core::EventsRequest { since: last }).await;
+                    let resumed = shim.events(core::EventsRequest { since: last }).await;
                     events = match resumed {
                         Ok(s) => s,
                         Err(e) => {
                             tracing::error!(error = %e, "events were lost; forwarding goes on from now");
-                            match self.shim.events(core::EventsRequest::default()).await {
+                            match shim.events(core::EventsRequest::default()).await {
                                 Ok(s) => s,
                                 Err(e) => {
                                     tracing::error!(error = %e, "cannot subscribe to the core's events; they stop here");
@@ -43,13 +55,14 @@ impl TaskService {
         }
     }
 
-    /// The exec id of `pid`, waiting (bounded) for `Start` to record it: the
-    /// core publishes an exec's first event before its Exec call returns.
-    pub(super) async fn exec_id_of(&self, pid: u32) -> Option<String> {
+    /// The exec id of `pid` in container `cid`, waiting (bounded) for
+    /// `Start` to record it: the core publishes an exec's first event before
+    /// its Exec call returns.
+    async fn exec_id_of(&self, cid: &str, pid: u32) -> Option<String> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let notified = self.changed.notified();
-            if let Some(id) = self.lock().container.as_ref().and_then(|c| c.by_pid.get(&pid)) {
+            if let Some(id) = self.lock().containers.get(cid).and_then(|c| c.by_pid.get(&pid)) {
                 return Some(id.clone());
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -58,11 +71,11 @@ impl TaskService {
         }
     }
 
-    pub(super) async fn translate(&self, e: core::Event) {
+    async fn translate(&self, cid: &str, e: core::Event) {
         let kind = e.event_type().unwrap_or(core::EventType::Exit);
         let (cid, bundle, rootfs, checkpoint, io) = {
             let st = self.lock();
-            let Some(c) = st.container.as_ref() else { return };
+            let Some(c) = st.containers.get(cid) else { return };
             let io = ev::TaskIo {
                 stdin: c.init.stdin.clone(),
                 stdout: c.init.stdout.clone(),
@@ -81,7 +94,7 @@ impl TaskService {
                 self.sink.publish("/tasks/start", any("containerd.events.TaskStart", &m));
             }
             core::EventType::ExecAdded => {
-                let Some(exec_id) = self.exec_id_of(e.pid).await else {
+                let Some(exec_id) = self.exec_id_of(&cid, e.pid).await else {
                     tracing::warn!(pid = e.pid, "an exec's pid was never recorded; its start event is not forwarded");
                     return;
                 };
@@ -90,7 +103,7 @@ impl TaskService {
             }
             core::EventType::Exit => {
                 let at = now();
-                let Some(exec_id) = self.exec_id_of(e.pid).await else {
+                let Some(exec_id) = self.exec_id_of(&cid, e.pid).await else {
                     // Never the init's (its pid is recorded by Create): an
                     // exit nobody can name is logged, not misattributed.
                     tracing::warn!(
@@ -103,10 +116,15 @@ impl TaskService {
                 // Queued before the exit is recorded: Delete and Wait see the
                 // record, so what they publish comes after this.
                 let id = if exec_id.is_empty() { cid.clone() } else { exec_id.clone() };
-                let m =
-                    ev::TaskExit { container_id: cid, id, pid: e.pid, exit_status: e.exit_status, exited_at: Some(at) };
+                let m = ev::TaskExit {
+                    container_id: cid.clone(),
+                    id,
+                    pid: e.pid,
+                    exit_status: e.exit_status,
+                    exited_at: Some(at),
+                };
                 self.sink.publish("/tasks/exit", any("containerd.events.TaskExit", &m));
-                self.set(&exec_id, |p| {
+                self.set(&cid, &exec_id, |p| {
                     p.exit.get_or_insert((e.exit_status, at));
                 });
                 self.changed.notify_waiters();

@@ -1,0 +1,285 @@
+//! Pods through containerd's CRI plugin, as the kubelet drives them, with
+//! what a node depends on beyond the CRI validation suite: the containers
+//! of a pod in one shim, a pod's shared PID namespace emptied when a
+//! container exits, and the working set kubelet computes from the stats.
+//! Every test runs through the Go shim (handler `runc`) and through ours
+//! (handler `rshim`) with the same assertions.
+
+use std::time::{Duration, Instant};
+
+use super::cri::{self, Cri};
+use super::harness::{require_containerd, Containerd, WAIT};
+use super::{cri_setup, path_str, SANDBOX_IMAGE};
+
+/// The two runtime handlers, and the binary each starts.
+const HANDLERS: [(&str, &str); 2] = [("runc", "containerd-shim-runc-v2"), ("rshim", "containerd-shim-rshim-v1")];
+
+/// One pod sandbox of a CRI session, and the calls a test makes on it.
+pub struct Pod<'a> {
+    pub cd: &'a Containerd,
+    pub client: Cri,
+    pub id: String,
+    config: cri::PodSandboxConfig,
+    image: String,
+    pid_mode: i32,
+}
+
+impl<'a> Pod<'a> {
+    /// RunPodSandbox of pod `name` with the runtime `handler`, on the host
+    /// network, its processes in a PID namespace per container
+    /// (`cri::CONTAINER`) or one for the pod (`cri::POD`,
+    /// `shareProcessNamespace`). Imports the sandbox and busybox images.
+    pub async fn run(cd: &'a Containerd, handler: &str, name: &str, pid_mode: i32) -> Pod<'a> {
+        assert_eq!(cd.import_image_running("pause-test", &["/bin/sleep", "1000000"]), SANDBOX_IMAGE);
+        let image = cd.import_image("busybox-test");
+        let mut client = Cri::connect(cd.address()).await;
+        let config = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: String::new(),
+            log_directory: path_str(&cd.dir().join("logs").join(name)),
+            labels: Default::default(),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: "/k8s.io".into(),
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption { network: cri::NODE, pid: pid_mode, ipc: cri::POD }),
+                }),
+            }),
+        };
+        let run = cri::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: handler.into() };
+        let sandbox: cri::RunPodSandboxResponse = match client.call("RunPodSandbox", run).await {
+            Ok(r) => r,
+            Err(e) => panic!("RunPodSandbox: {e}\ncontainerd log:\n{}", cd.log_tail()),
+        };
+        Pod { cd, client, id: sandbox.pod_sandbox_id, config, image, pid_mode }
+    }
+
+    /// Panics with the call, its error and containerd's log.
+    fn fail(&self, what: &str, e: tonic::Status) -> ! {
+        panic!("{what}: {e}\ncontainerd log:\n{}", self.cd.log_tail())
+    }
+
+    /// CreateContainer and StartContainer of container `name` running
+    /// `command` in the busybox image, in the pod's kind of PID namespace as
+    /// the kubelet asks for it; returns its id.
+    pub async fn start_container(&mut self, name: &str, command: &[&str]) -> String {
+        self.start_container_with(name, command, None).await
+    }
+
+    /// [`start_container`](Self::start_container) with a memory limit.
+    pub async fn start_container_with(&mut self, name: &str, command: &[&str], memory_limit: Option<i64>) -> String {
+        let namespaces = cri::NamespaceOption { network: cri::NODE, pid: self.pid_mode, ipc: cri::POD };
+        let linux = cri::LinuxContainerConfig {
+            resources: memory_limit
+                .map(|m| cri::LinuxContainerResources { memory_limit_in_bytes: m, ..Default::default() }),
+            security_context: Some(cri::LinuxContainerSecurityContext { namespace_options: Some(namespaces) }),
+        };
+        let config = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
+            image: Some(cri::ImageSpec { image: self.image.clone() }),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            args: Vec::new(),
+            log_path: format!("{name}.log"),
+            linux: Some(linux),
+        };
+        let create = cri::CreateContainerRequest {
+            pod_sandbox_id: self.id.clone(),
+            config: Some(config),
+            sandbox_config: Some(self.config.clone()),
+        };
+        let created: cri::ContainerId = match self.client.call("CreateContainer", create).await {
+            Ok(r) => r,
+            Err(e) => self.fail("CreateContainer", e),
+        };
+        let id = cri::ContainerId { container_id: created.container_id.clone() };
+        if let Err(e) = self.client.call::<_, cri::Empty>("StartContainer", id).await {
+            self.fail("StartContainer", e);
+        }
+        created.container_id
+    }
+
+    /// ContainerStatus of container `id`.
+    pub async fn status(&mut self, id: &str) -> cri::ContainerStatus {
+        let req = cri::ContainerId { container_id: id.into() };
+        match self.client.call::<_, cri::ContainerStatusResponse>("ContainerStatus", req).await {
+            Ok(r) => r.status.unwrap_or_default(),
+            Err(e) => self.fail("ContainerStatus", e),
+        }
+    }
+
+    /// ExecSync of `cmd` in container `id`: stdout and exit code.
+    pub async fn exec(&mut self, id: &str, cmd: &[&str]) -> (String, i32) {
+        let req = cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: 10,
+        };
+        match self.client.call::<_, cri::ExecSyncResponse>("ExecSync", req).await {
+            Ok(r) => (String::from_utf8_lossy(&r.stdout).into_owned(), r.exit_code),
+            Err(e) => self.fail("ExecSync", e),
+        }
+    }
+
+    /// StopContainer (SIGTERM, then SIGKILL after `timeout` s) and
+    /// RemoveContainer of container `id`; its last status.
+    pub async fn stop_and_remove(&mut self, id: &str, timeout: i64) -> cri::ContainerStatus {
+        let stop = cri::StopContainerRequest { container_id: id.into(), timeout };
+        if let Err(e) = self.client.call::<_, cri::Empty>("StopContainer", stop).await {
+            self.fail("StopContainer", e);
+        }
+        let status = self.status(id).await;
+        let req = cri::ContainerId { container_id: id.into() };
+        if let Err(e) = self.client.call::<_, cri::Empty>("RemoveContainer", req).await {
+            self.fail("RemoveContainer", e);
+        }
+        status
+    }
+
+    /// StopPodSandbox and RemovePodSandbox.
+    pub async fn remove(mut self) {
+        for call in ["StopPodSandbox", "RemovePodSandbox"] {
+            let req = cri::PodSandboxId { pod_sandbox_id: self.id.clone() };
+            if let Err(e) = self.client.call::<_, cri::Empty>(call, req).await {
+                self.fail(call, e);
+            }
+        }
+    }
+}
+
+/// Runs `test` against a private containerd with the CRI plugin, on a
+/// current-thread runtime, then checks that nothing is left behind.
+fn with_cri<F>(test: F)
+where
+    F: for<'c> FnOnce(&'c Containerd) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'c>>,
+{
+    let cd = Containerd::start_cri(cri_setup());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+    rt.block_on(test(&cd));
+    cd.assert_no_leftovers();
+}
+
+/// Pids of processes whose command line is exactly `args`.
+fn processes_running(args: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}
+
+/// A pod with two containers beside its sandbox is served by one shim
+/// process; removing one container leaves the shim serving the other;
+/// removing the pod ends the shim.
+fn pod_in_one_shim(handler: &'static str, binary: &'static str) {
+    with_cri(move |cd| {
+        Box::pin(async move {
+            let mut pod = Pod::run(cd, handler, "grouped", cri::CONTAINER).await;
+            let a = pod.start_container("a", &["/bin/sleep", "1001"]).await;
+            let b = pod.start_container("b", &["/bin/sleep", "1002"]).await;
+            let shims = cd.all_shim_pids();
+            assert_eq!(shims.len(), 1, "shims of a pod with two containers: {shims:?}");
+            let exe = std::fs::read_link(format!("/proc/{}/exe", shims[0])).unwrap_or_default();
+            assert!(exe.ends_with(binary), "the pod is served by {}", exe.display());
+            for (id, n) in [(&a, "1001"), (&b, "1002")] {
+                assert_eq!(
+                    pod.exec(id, &["/bin/sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '"]).await,
+                    (format!("/bin/sleep {n} "), 0)
+                );
+            }
+
+            let gone = pod.stop_and_remove(&a, 1).await;
+            // PID 1 of its own namespace, `sleep` ignores SIGTERM: the
+            // SIGKILL after the timeout ends it.
+            assert_eq!((gone.state, gone.exit_code), (cri::EXITED, 137), "{gone:?}");
+            assert_eq!(cd.all_shim_pids(), shims, "the shim serves the pod's other containers");
+            assert_eq!(pod.status(&b).await.state, cri::RUNNING);
+            assert_eq!(pod.exec(&b, &["/bin/echo", "still"]).await, ("still\n".into(), 0));
+
+            pod.stop_and_remove(&b, 1).await;
+            pod.remove().await;
+            wait_until("the pod's shim exits with it", || cd.all_shim_pids().is_empty()).await;
+        })
+    });
+}
+
+#[test]
+fn reference_pod_in_one_shim() {
+    if !require_containerd() {
+        return;
+    }
+    pod_in_one_shim(HANDLERS[0].0, HANDLERS[0].1);
+}
+
+#[test]
+fn rshim_pod_in_one_shim() {
+    if !require_containerd() {
+        return;
+    }
+    pod_in_one_shim(HANDLERS[1].0, HANDLERS[1].1);
+}
+
+/// Waits until `what` holds, polling, within [`WAIT`].
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A pod with `shareProcessNamespace`: a container whose init exits loses
+/// the processes it left (here a background loop that keeps writing to
+/// the container's stdout) before its exit is reported, so the exit is not
+/// held up by their output and nothing of the container runs on.
+fn shared_pid_namespace_loses_leftovers(handler: &'static str) {
+    with_cri(move |cd| {
+        Box::pin(async move {
+            let mut pod = Pod::run(cd, handler, "shared", cri::POD).await;
+            let script = "(while true; do echo tick; sleep 0.1; done) & exec sleep 1999";
+            let leftover = ["/bin/sh", "-c", script];
+            let c = pod.start_container("c", &leftover).await;
+            wait_until("the background loop runs", || !processes_running(&leftover).is_empty()).await;
+            // The init exits by itself (not PID 1 of its namespace, the
+            // sandbox's process is, so SIGTERM kills it): no CRI call kills
+            // the rest, the shim has to.
+            let init = processes_running(&["sleep", "1999"]);
+            assert_eq!(init.len(), 1, "{init:?}");
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(init[0]), nix::sys::signal::Signal::SIGTERM)
+                .expect("SIGTERM to the container's init");
+            let mut status = pod.status(&c).await;
+            let deadline = Instant::now() + WAIT;
+            while status.state != cri::EXITED {
+                assert!(Instant::now() < deadline, "no exit reported within {WAIT:?}: {status:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                status = pod.status(&c).await;
+            }
+            assert_eq!(status.exit_code, 143, "{status:?}");
+            assert_eq!(processes_running(&leftover), Vec::<i32>::new(), "left running after the container exited");
+            pod.stop_and_remove(&c, 1).await;
+            pod.remove().await;
+        })
+    });
+}
+
+#[test]
+fn reference_shared_pid_namespace_loses_leftovers() {
+    if !require_containerd() {
+        return;
+    }
+    shared_pid_namespace_loses_leftovers(HANDLERS[0].0);
+}
+
+#[test]
+fn rshim_shared_pid_namespace_loses_leftovers() {
+    if !require_containerd() {
+        return;
+    }
+    shared_pid_namespace_loses_leftovers(HANDLERS[1].0);
+}
