@@ -28,7 +28,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use tokio::io::unix::AsyncFd;
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+use crate::stats::CgroupPaths;
 
 /// A watcher of one container's OOM kills.
 pub struct OomWatcher(Source);
@@ -79,27 +79,6 @@ impl std::fmt::Debug for OomWatcher {
     }
 }
 
-fn cgroup_of(pid: u32) -> Option<(bool, String)> {
-    parse_cgroup(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
-}
-
-/// From `/proc/PID/cgroup`: the memory controller's path on cgroup v1
-/// (`(false, path)`), else the unified hierarchy's path (`(true, path)`).
-fn parse_cgroup(text: &str) -> Option<(bool, String)> {
-    let mut unified = None;
-    for line in text.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        if controllers.split(',').any(|c| c == "memory") {
-            return Some((false, path.to_string()));
-        }
-        if controllers.is_empty() {
-            unified = Some(path.to_string());
-        }
-    }
-    unified.map(|p| (true, p))
-}
-
 fn oom_kills(events: &Path) -> u64 {
     read_oom_kills(events).unwrap_or(0)
 }
@@ -126,23 +105,29 @@ impl OomWatcher {
         (Self(Source::Manual(Arc::clone(&inner))), OomTrigger(inner))
     }
 
-    /// Watches the memory cgroup of `pid`; `None` when it has none that can
-    /// be watched (logged, not an error: OOM events are then not reported).
-    pub fn for_pid(pid: u32) -> Option<Self> {
-        let (v2, rel) = cgroup_of(pid)?;
-        let rel = rel.trim_start_matches('/');
-        let result = if v2 {
-            Self::v2(Path::new(CGROUP_ROOT).join(rel))
-        } else {
-            Self::v1(Path::new(CGROUP_ROOT).join("memory").join(rel))
+    /// Watches the memory cgroup of a container whose cgroups are `paths`;
+    /// `None` when it has none that can be watched (logged, not an error:
+    /// OOM events are then not reported).
+    pub fn for_cgroup(paths: &CgroupPaths) -> Option<Self> {
+        let result = match paths {
+            CgroupPaths::V2(dir) => Self::v2(dir.clone()),
+            CgroupPaths::V1(_) => match paths.memory_dir() {
+                Some(dir) => Self::v1(dir.to_path_buf()),
+                None => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no memory controller")),
+            },
         };
         match result {
             Ok(w) => Some(w),
             Err(e) => {
-                tracing::warn!(pid, error = %e, "cannot watch the container's memory cgroup for oom");
+                tracing::warn!(?paths, error = %e, "cannot watch the container's memory cgroup for oom");
                 None
             }
         }
+    }
+
+    /// [`OomWatcher::for_cgroup`] of the cgroups of process `pid`.
+    pub fn for_pid(pid: u32) -> Option<Self> {
+        Self::for_cgroup(&CgroupPaths::of_pid(pid).ok()?)
     }
 
     fn v1(dir: PathBuf) -> std::io::Result<Self> {
@@ -226,16 +211,6 @@ impl OomWatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cgroup_paths_of_both_hierarchies() {
-        let v1 = "12:pids:/a\n4:memory,hugetlb:/runc/c1\n0::/\n";
-        assert_eq!(parse_cgroup(v1), Some((false, "/runc/c1".into())));
-        let v2 = "0::/system.slice/runc-c1.scope\n";
-        assert_eq!(parse_cgroup(v2), Some((true, "/system.slice/runc-c1.scope".into())));
-        assert_eq!(parse_cgroup("garbage"), None);
-        assert_eq!(parse_cgroup(""), None);
-    }
 
     #[test]
     fn oom_kill_count_of_memory_events() {

@@ -58,6 +58,14 @@ impl CgroupPaths {
         }
     }
 
+    /// The directory of the memory controller (v1) or the unified one.
+    pub fn memory_dir(&self) -> Option<&Path> {
+        match self {
+            CgroupPaths::V1(dirs) => dirs.get("memory").map(PathBuf::as_path),
+            CgroupPaths::V2(dir) => Some(dir),
+        }
+    }
+
     /// The paths of process `pid`.
     pub fn of_pid(pid: u32) -> Result<Self> {
         let path = format!("/proc/{pid}/cgroup");
@@ -72,8 +80,22 @@ fn number(text: &str) -> u64 {
     text.trim().parse().unwrap_or(0)
 }
 
+/// A limit as the kernel wrote it: v2's `max` is the largest number, as
+/// containerd reports it; a missing file reads 0.
+fn raw_limit(text: &str) -> u64 {
+    match text.trim() {
+        "max" => u64::MAX,
+        t => t.parse().unwrap_or(0),
+    }
+}
+
+/// The numbers of a one-line list (`cpuacct.usage_percpu`).
+fn numbers(text: &str) -> Vec<u64> {
+    text.split_whitespace().filter_map(|n| n.parse().ok()).collect()
+}
+
 /// `key value` lines (memory.stat, cpu.stat, cpuacct.stat).
-fn keyed(text: &str) -> HashMap<String, u64> {
+fn keyed(text: &str) -> std::collections::BTreeMap<String, u64> {
     text.lines()
         .filter_map(|l| {
             let mut it = l.split_whitespace();
@@ -113,9 +135,10 @@ pub fn v1_stats(files: &impl CgroupFiles) -> StatsResponse {
     let stat = keyed(&stat_text);
     let get = |k: &str| stat.get(k).copied().unwrap_or(0);
     let oom = keyed(&mem("memory.oom_control"));
+    let limit = mem("memory.limit_in_bytes");
     let memory = MemoryStats {
         usage: number(&mem("memory.usage_in_bytes")),
-        limit: limit_v1(&mem("memory.limit_in_bytes")),
+        limit: limit_v1(&limit),
         max_usage: number(&mem("memory.max_usage_in_bytes")),
         cache: get("total_cache"),
         rss: get("total_rss"),
@@ -123,6 +146,11 @@ pub fn v1_stats(files: &impl CgroupFiles) -> StatsResponse {
         file: get("total_cache"),
         oom_kills: oom.get("oom_kill").copied().unwrap_or(0),
         failcnt: number(&mem("memory.failcnt")),
+        limit_raw: number(&limit),
+        events: Default::default(),
+        swap_usage: number(&mem("memory.memsw.usage_in_bytes")),
+        swap_limit_raw: number(&mem("memory.memsw.limit_in_bytes")),
+        stat: stat.into_iter().collect(),
     };
     let acct = keyed(&files.read("cpuacct", "cpuacct.stat"));
     let throttling = keyed(&files.read("cpu", "cpu.stat"));
@@ -133,6 +161,7 @@ pub fn v1_stats(files: &impl CgroupFiles) -> StatsResponse {
         periods: throttling.get("nr_periods").copied().unwrap_or(0),
         throttled_periods: throttling.get("nr_throttled").copied().unwrap_or(0),
         throttled_time_ns: throttling.get("throttled_time").copied().unwrap_or(0),
+        per_cpu_ns: numbers(&files.read("cpuacct", "cpuacct.usage_percpu")),
     };
     let pids = PidsStats {
         current: number(&files.read("pids", "pids.current")),
@@ -167,10 +196,11 @@ pub fn v2_stats(files: &impl CgroupFiles) -> StatsResponse {
     let stat = keyed(&stat_text);
     let get = |k: &str| stat.get(k).copied().unwrap_or(0);
     let events = keyed(&read("memory.events"));
+    let limit = read("memory.max");
     let memory = MemoryStats {
         usage: number(&read("memory.current")),
         // "max" reads as 0: unlimited.
-        limit: number(&read("memory.max")),
+        limit: number(&limit),
         // memory.peak exists from Linux 5.19 on; 0 before.
         max_usage: number(&read("memory.peak")),
         cache: get("file"),
@@ -179,6 +209,11 @@ pub fn v2_stats(files: &impl CgroupFiles) -> StatsResponse {
         file: get("file"),
         oom_kills: events.get("oom_kill").copied().unwrap_or(0),
         failcnt: events.get("max").copied().unwrap_or(0),
+        limit_raw: raw_limit(&limit),
+        swap_usage: number(&read("memory.swap.current")),
+        swap_limit_raw: raw_limit(&read("memory.swap.max")),
+        events: events.into_iter().collect(),
+        stat: stat.into_iter().collect(),
     };
     let cpu_stat = keyed(&read("cpu.stat"));
     let us = |k: &str| cpu_stat.get(k).copied().unwrap_or(0).saturating_mul(1000);
@@ -189,6 +224,7 @@ pub fn v2_stats(files: &impl CgroupFiles) -> StatsResponse {
         periods: cpu_stat.get("nr_periods").copied().unwrap_or(0),
         throttled_periods: cpu_stat.get("nr_throttled").copied().unwrap_or(0),
         throttled_time_ns: us("throttled_usec"),
+        per_cpu_ns: Vec::new(),
     };
     let pids = PidsStats { current: number(&read("pids.current")), limit: number(&read("pids.max")) };
     let blkio = BlkioStats { entries: v2_io(&read("io.stat")) };
@@ -218,12 +254,33 @@ fn v2_io(text: &str) -> Vec<BlkioEntry> {
     entries
 }
 
+/// The stats of the container whose cgroups are `paths`. A cgroup that is
+/// gone (its directory removed) is an error, not a set of zeros.
+pub fn of_cgroup(paths: &CgroupPaths) -> Result<StatsResponse> {
+    let dir = paths.memory_dir().ok_or_else(|| ShimError::Internal("the container has no memory cgroup".into()))?;
+    if !dir.exists() {
+        return Err(ShimError::FailedPrecondition(format!(
+            "the container's cgroup {} no longer exists",
+            dir.display()
+        )));
+    }
+    let stats = match paths {
+        CgroupPaths::V1(_) => v1_stats(paths),
+        CgroupPaths::V2(_) => v2_stats(paths),
+    };
+    // Removed while being read: what was read may be partly zeros.
+    if !dir.exists() {
+        return Err(ShimError::FailedPrecondition(format!(
+            "the container's cgroup {} was removed while its stats were read",
+            dir.display()
+        )));
+    }
+    Ok(stats)
+}
+
 /// The stats of the container whose init is `pid`.
 pub fn of_pid(pid: u32) -> Result<StatsResponse> {
-    Ok(match CgroupPaths::of_pid(pid)? {
-        paths @ CgroupPaths::V1(_) => v1_stats(&paths),
-        paths @ CgroupPaths::V2(_) => v2_stats(&paths),
-    })
+    of_cgroup(&CgroupPaths::of_pid(pid)?)
 }
 
 #[cfg(test)]
@@ -245,6 +302,9 @@ mod tests {
         let Some(CgroupPaths::V1(dirs)) = CgroupPaths::parse(v1, Path::new("/sys/fs/cgroup")) else { panic!("not v1") };
         assert_eq!(dirs.get("memory"), Some(&PathBuf::from("/sys/fs/cgroup/memory/runc/c1")));
         assert_eq!(dirs.get("cpuacct"), Some(&PathBuf::from("/sys/fs/cgroup/cpuacct/runc/c1")));
+        // A hybrid host (v1 controllers and the unified mount) is v1.
+        let paths = CgroupPaths::parse(v1, Path::new("/sys/fs/cgroup"));
+        assert_eq!(paths.as_ref().and_then(CgroupPaths::memory_dir), Some(Path::new("/sys/fs/cgroup/memory/runc/c1")));
         let v2 = CgroupPaths::parse("0::/system.slice/runc-c1.scope\n", Path::new("/sys/fs/cgroup"));
         assert_eq!(v2, Some(CgroupPaths::V2(PathBuf::from("/sys/fs/cgroup/system.slice/runc-c1.scope"))));
         assert_eq!(CgroupPaths::parse("garbage", Path::new("/")), None);
@@ -257,7 +317,8 @@ mod tests {
             ("memory.limit_in_bytes", "9223372036854771712\n"),
             ("memory.max_usage_in_bytes", "2097152\n"),
             ("memory.failcnt", "3\n"),
-            ("memory.stat", "cache 10\nrss 20\ntotal_cache 4096\ntotal_rss 8192\n"),
+            ("memory.stat", "cache 10\nrss 20\ntotal_cache 4096\ntotal_rss 8192\ntotal_inactive_file 1024\n"),
+            ("cpuacct.usage_percpu", "100 200 \n"),
             ("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n"),
             ("cpuacct.usage", "123456789\n"),
             ("cpuacct.stat", "user 5\nsystem 7\n"),
@@ -271,7 +332,12 @@ mod tests {
         let m = s.memory.unwrap_or_default();
         assert_eq!((m.usage, m.limit, m.max_usage, m.failcnt, m.oom_kills), (1048576, 0, 2097152, 3, 1));
         assert_eq!((m.cache, m.rss), (4096, 8192));
+        // Unlimited: 0, and the kernel's own number for containerd.
+        assert_eq!(m.limit_raw, 9223372036854771712);
+        assert_eq!(m.stat.get("total_inactive_file"), Some(&1024));
+        assert_eq!(m.stat.len(), 5);
         let c = s.cpu.unwrap_or_default();
+        assert_eq!(c.per_cpu_ns, [100, 200]);
         assert_eq!((c.usage_total_ns, c.usage_user_ns, c.usage_system_ns), (123456789, 50_000_000, 70_000_000));
         assert_eq!((c.periods, c.throttled_periods, c.throttled_time_ns), (10, 2, 3000));
         assert_eq!(s.pids, Some(PidsStats { current: 4, limit: 0 }));
@@ -286,7 +352,9 @@ mod tests {
             ("memory.current", "1048576\n"),
             ("memory.max", "16777216\n"),
             ("memory.peak", "2097152\n"),
-            ("memory.stat", "anon 8192\nfile 4096\nkernel_stack 16384\n"),
+            ("memory.stat", "anon 8192\nfile 4096\nkernel_stack 16384\ninactive_file 2048\n"),
+            ("memory.swap.current", "0\n"),
+            ("memory.swap.max", "max\n"),
             ("memory.events", "low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\noom_group_kill 0\n"),
             (
                 "cpu.stat",
@@ -303,6 +371,10 @@ mod tests {
             (m.usage, m.limit, m.max_usage, m.anon, m.file, m.oom_kills, m.failcnt),
             (1048576, 16777216, 2097152, 8192, 4096, 1, 5)
         );
+        assert_eq!((m.limit_raw, m.swap_limit_raw), (16777216, u64::MAX));
+        assert_eq!(m.stat.get("inactive_file"), Some(&2048));
+        assert_eq!(m.events.get("oom"), Some(&1));
+        assert_eq!(m.events.len(), 6);
         let c = s.cpu.unwrap_or_default();
         assert_eq!(
             (c.usage_total_ns, c.usage_user_ns, c.usage_system_ns, c.throttled_time_ns),
@@ -314,6 +386,6 @@ mod tests {
         assert_eq!(b.len(), 6);
         // "max" and missing files read as 0 (unlimited, unknown).
         let empty = v2_stats(&Fixture(HashMap::from([("memory.max", "max\n")])));
-        assert_eq!(empty.memory.map(|m| m.limit), Some(0));
+        assert_eq!(empty.memory.as_ref().map(|m| (m.limit, m.limit_raw)), Some((0, u64::MAX)));
     }
 }

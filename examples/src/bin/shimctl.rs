@@ -211,8 +211,8 @@ enum Command {
 
 /// Prints `shimctl stats`: text lines, or one JSON object.
 fn print_stats(s: &StatsResponse, json: bool) {
-    let m = s.memory.unwrap_or_default();
-    let c = s.cpu.unwrap_or_default();
+    let m = s.memory.clone().unwrap_or_default();
+    let c = s.cpu.clone().unwrap_or_default();
     let p = s.pids.unwrap_or_default();
     let io: Vec<serde_json::Value> = s
         .blkio

@@ -274,3 +274,53 @@ impl Cri {
             .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded(format!("{method}: no answer within 60 s"))))
     }
 }
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ContainerStatsRequest {
+    #[prost(string, tag = "1")]
+    pub container_id: String,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ContainerStatsResponse {
+    #[prost(message, optional, tag = "1")]
+    pub stats: Option<ContainerStats>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ContainerStats {
+    #[prost(message, optional, tag = "2")]
+    pub cpu: Option<CpuUsage>,
+    #[prost(message, optional, tag = "3")]
+    pub memory: Option<MemoryUsage>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct UInt64Value {
+    #[prost(uint64, tag = "1")]
+    pub value: u64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct CpuUsage {
+    #[prost(int64, tag = "1")]
+    pub timestamp: i64,
+    #[prost(message, optional, tag = "2")]
+    pub usage_core_nano_seconds: Option<UInt64Value>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct MemoryUsage {
+    #[prost(int64, tag = "1")]
+    pub timestamp: i64,
+    #[prost(message, optional, tag = "2")]
+    pub working_set_bytes: Option<UInt64Value>,
+    #[prost(message, optional, tag = "3")]
+    pub available_bytes: Option<UInt64Value>,
+    #[prost(message, optional, tag = "4")]
+    pub usage_bytes: Option<UInt64Value>,
+    #[prost(message, optional, tag = "5")]
+    pub rss_bytes: Option<UInt64Value>,
+    #[prost(message, optional, tag = "6")]
+    pub page_faults: Option<UInt64Value>,
+}

@@ -124,6 +124,16 @@ impl<'a> Pod<'a> {
         }
     }
 
+    /// ContainerStats of container `id`: its memory usage as CRI computes
+    /// it from the shim's metrics.
+    pub async fn memory(&mut self, id: &str) -> cri::MemoryUsage {
+        let req = cri::ContainerStatsRequest { container_id: id.into() };
+        match self.client.call::<_, cri::ContainerStatsResponse>("ContainerStats", req).await {
+            Ok(r) => r.stats.and_then(|s| s.memory).unwrap_or_default(),
+            Err(e) => self.fail("ContainerStats", e),
+        }
+    }
+
     /// StopContainer (SIGTERM, then SIGKILL after `timeout` s) and
     /// RemoveContainer of container `id`; its last status.
     pub async fn stop_and_remove(&mut self, id: &str, timeout: i64) -> cri::ContainerStatus {
@@ -282,4 +292,67 @@ fn rshim_shared_pid_namespace_loses_leftovers() {
         return;
     }
     shared_pid_namespace_loses_leftovers(HANDLERS[1].0);
+}
+
+/// The value of a CRI counter, 0 when absent.
+fn value(v: &Option<cri::UInt64Value>) -> u64 {
+    v.as_ref().map(|v| v.value).unwrap_or(0)
+}
+
+/// What CRI's ContainerStats reports through each shim, for a container
+/// that wrote a 30 MiB file (page cache charged to it, mostly inactive)
+/// with a 200 MiB limit and one without a limit, as kubelet's eviction and
+/// `kubectl top` read it: a working set that leaves the inactive file pages
+/// out, and available bytes of limit less working set (0, not an underflow,
+/// without a limit). Both pods run in one containerd, one per handler, and
+/// the working sets must agree.
+#[test]
+fn container_stats_working_set_as_the_go_shim() {
+    if !require_containerd() {
+        return;
+    }
+    const MIB: u64 = 1 << 20;
+    with_cri(|cd| {
+        Box::pin(async move {
+            let script = "dd if=/dev/zero of=/data bs=1048576 count=30 2>/dev/null && echo written && exec sleep 1000";
+            let mut seen = Vec::new();
+            for (handler, _) in HANDLERS {
+                let mut pod = Pod::run(cd, handler, &format!("stats-{handler}"), cri::CONTAINER).await;
+                let limited =
+                    pod.start_container_with("limited", &["/bin/sh", "-c", script], Some(200 * MIB as i64)).await;
+                let free = pod.start_container("free", &["/bin/sh", "-c", script]).await;
+                for id in [&limited, &free] {
+                    let mut written = false;
+                    let deadline = Instant::now() + WAIT;
+                    while !written {
+                        assert!(Instant::now() < deadline, "{handler}: the file was not written within {WAIT:?}");
+                        written = pod.exec(id, &["/bin/ls", "/data"]).await.1 == 0
+                            && pod.exec(id, &["/bin/sh", "-c", "test $(wc -c < /data) -eq 31457280"]).await.1 == 0;
+                        if !written {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                let m = pod.memory(&limited).await;
+                let (ws, usage, available) =
+                    (value(&m.working_set_bytes), value(&m.usage_bytes), value(&m.available_bytes));
+                assert!(usage >= 30 * MIB, "{handler}: usage {usage} after writing 30 MiB: {m:?}");
+                assert!(ws + 20 * MIB <= usage, "{handler}: working set {ws} counts the file's pages: {m:?}");
+                assert_eq!(available, 200 * MIB - ws, "{handler}: {m:?}");
+                let unlimited = pod.memory(&free).await;
+                assert_eq!(
+                    value(&unlimited.available_bytes),
+                    0,
+                    "{handler}: unlimited is not an underflow: {unlimited:?}"
+                );
+                seen.push((handler, ws));
+                pod.stop_and_remove(&limited, 1).await;
+                pod.stop_and_remove(&free, 1).await;
+                pod.remove().await;
+            }
+            eprintln!("working set bytes of the limited container by handler: {seen:?}");
+            let [(_, go), (_, ours)] = seen[..] else { panic!("{seen:?}") };
+            assert!(go.abs_diff(ours) <= 8 * MIB, "working sets: Go shim {go}, ours {ours}");
+        })
+    });
 }

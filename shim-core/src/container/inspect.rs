@@ -34,12 +34,9 @@ impl<R: Runtime> ContainerShim<R> {
                 .container
                 .as_ref()
                 .ok_or_else(|| ShimError::FailedPrecondition("no container to measure: create it first".into()))?;
-            if c.init_exited() {
-                return Err(ShimError::FailedPrecondition(format!(
-                    "init process {} of container {} has exited; its cgroup has no stats",
-                    c.init_pid, c.id
-                )));
-            }
+            // After the init exited the cgroup stays until Delete: kubelet
+            // and CRI read it then (CRI checks for a missed OOM after every
+            // exit 137), as containerd's runc shim answers them.
             (c.id.clone(), c.init_pid)
         };
         self.inner.runtime.stats(&id, pid).await

@@ -27,6 +27,7 @@ use crate::oom::OomWatcher;
 use crate::reaper::{Monitor, Reaper};
 use crate::runtime::{CreateSpec, Launched, Runtime};
 use crate::signal::Signal;
+use crate::stats::CgroupPaths;
 
 /// Where runc keeps its state when run as root without `--root`.
 const RUNC_DEFAULT_ROOT: &str = "/run/runc";
@@ -224,6 +225,10 @@ pub struct RuncRuntime {
     /// Containers restored from a checkpoint and not started yet: their
     /// processes already run, so Start has no runc work to do.
     restored: Mutex<std::collections::HashSet<String>>,
+    /// The cgroups of each container, read from its init at create: Stats
+    /// still finds them once the init has exited (until Delete), as kubelet
+    /// and CRI read the metrics of an exited container.
+    cgroups: Mutex<HashMap<String, CgroupPaths>>,
 }
 
 impl std::fmt::Debug for RuncRuntime {
@@ -277,6 +282,7 @@ impl RuncRuntime {
             trash: Trash::default(),
             binaries: Mutex::new(HashMap::new()),
             restored: Mutex::new(Default::default()),
+            cgroups: Mutex::new(HashMap::new()),
         })
     }
 
@@ -545,7 +551,18 @@ impl Runtime for RuncRuntime {
         if restore {
             self.restored.lock().unwrap_or_else(|e| e.into_inner()).insert(spec.id.clone());
         }
-        Ok(launched(pid, monitor, console, OomWatcher::for_pid(pid)))
+        let oom = match CgroupPaths::of_pid(pid) {
+            Ok(paths) => {
+                let watcher = OomWatcher::for_cgroup(&paths);
+                self.cgroups.lock().unwrap_or_else(|e| e.into_inner()).insert(spec.id.clone(), paths);
+                watcher
+            }
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "cannot find the container's cgroups: no oom events or stats");
+                None
+            }
+        };
+        Ok(launched(pid, monitor, console, oom))
     }
 
     async fn start(&self, id: &str) -> Result<()> {
@@ -586,6 +603,7 @@ impl Runtime for RuncRuntime {
         }
         self.binaries.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         self.restored.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.cgroups.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         Ok(())
     }
 
@@ -632,9 +650,13 @@ impl Runtime for RuncRuntime {
         self.control(id, args).await
     }
 
-    async fn stats(&self, _id: &str, pid: u32) -> Result<shim_proto::v1::StatsResponse> {
+    async fn stats(&self, id: &str, pid: u32) -> Result<shim_proto::v1::StatsResponse> {
         // Read from the cgroup directly: no runc process per call.
-        crate::stats::of_pid(pid)
+        let known = self.cgroups.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned();
+        match known {
+            Some(paths) => crate::stats::of_cgroup(&paths),
+            None => crate::stats::of_pid(pid),
+        }
     }
 
     async fn cleanup(&self, spec: &CreateSpec) {

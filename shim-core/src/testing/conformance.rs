@@ -649,6 +649,12 @@ pub async fn stats_follow_usage(h: &dyn Harness) {
     let usage = |s: &StatsResponse| s.memory.as_ref().map(|m| m.usage).unwrap_or(0);
     assert!(usage(&after) >= usage(&before) + FILL as u64 / 2, "usage {} then {}", usage(&before), usage(&after));
     assert_eq!(sc.delete(filler).await, 0);
+    ok(within(sc.shim.kill(KillRequest { pid: init, signal: 9, all: false })).await);
+    assert_eq!(sc.wait(init).await, 137);
+    // Exited, not yet deleted: the cgroup still answers, as kubelet and CRI
+    // read it then.
+    let exited = ok(within(sc.shim.stats(StatsRequest {})).await);
+    assert_eq!(exited.cgroup_version, after.cgroup_version, "{exited:?}");
     assert_eq!(sc.delete(init).await, 137);
     assert_eq!(code(sc.shim.stats(StatsRequest {}).await), Code::FailedPrecondition);
 }
