@@ -23,11 +23,16 @@
 //!   writes included: a slow but live reader gets the whole tail.
 //! - With a terminal, stdin is copied to the pty master and the master to
 //!   stdout; stderr is unused.
+//! - stdout and stderr may also be URIs, as containerd's shims take them
+//!   (see [`logger`](crate::logger)): `fifo://` a path as above, `file://`
+//!   a file appended to (its directory created, the file 0644), and
+//!   `binary://` a logging program the process writes to directly (stderr
+//!   then the same URI or empty; not with a terminal).
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,6 +44,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::error::{Result, ShimError};
+use crate::logger::{output_target, Logger, LoggerSpec, OutputTarget};
+use crate::reaper::Reaper;
 
 const COPY_BUFFER: usize = 64 * 1024;
 
@@ -63,6 +70,7 @@ enum Output {
     Null,
     File(File),
     Fifo(PathBuf),
+    Binary(LoggerSpec),
 }
 
 fn open_input(field: &'static str, path: &str) -> Result<Input> {
@@ -93,7 +101,30 @@ fn open_input(field: &'static str, path: &str) -> Result<Input> {
     }
 }
 
-fn open_output(field: &'static str, path: &str) -> Result<Output> {
+fn open_output(field: &'static str, value: &str) -> Result<Output> {
+    let path = match output_target(field, value)? {
+        OutputTarget::Path(path) => path,
+        OutputTarget::Binary(spec) => return Ok(Output::Binary(spec)),
+        OutputTarget::File(path) => {
+            // As containerd's shims do for a `file://` URI.
+            if let Some(dir) = path.parent() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(dir)
+                    .map_err(|e| ShimError::invalid(field, format!("cannot create {}: {e}", dir.display())))?;
+            }
+            let f = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o644)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
+                .open(&path)
+                .map_err(|e| ShimError::invalid(field, format!("cannot open {} for append: {e}", path.display())))?;
+            return Ok(Output::File(f));
+        }
+    };
+    let path = path.as_str();
     if path.is_empty() {
         return Ok(Output::Null);
     }
@@ -144,6 +175,10 @@ pub(crate) struct PreparedIo {
     /// A FIFO named as stderr of a terminal process, which writes none: its
     /// reader still gets an end-of-file.
     unused: Option<PathBuf>,
+    /// A `binary://` logger to start, with the read ends of the process's
+    /// stdout and stderr pipes; then the started logger.
+    logger: Option<(LoggerSpec, OwnedFd, OwnedFd)>,
+    started_logger: Option<Logger>,
 }
 
 impl PreparedIo {
@@ -152,29 +187,53 @@ impl PreparedIo {
     pub fn prepare(terminal: bool, stdin: &str, stdout: &str, stderr: &str) -> Result<(Self, ProcessStdio)> {
         let input = open_input("stdin", stdin)?;
         let out = open_output("stdout", stdout)?;
+        let mut prepared =
+            Self { stdin: None, outputs: Vec::new(), terminal: None, unused: None, logger: None, started_logger: None };
+        if let Output::Binary(spec) = out {
+            if terminal {
+                return Err(ShimError::invalid("stdout", "a binary:// logger cannot take a terminal's output"));
+            }
+            if !(stderr.is_empty() || stderr == stdout) {
+                return Err(ShimError::invalid(
+                    "stderr",
+                    format!("{stderr:?}: with a binary:// stdout, stderr goes to the same logger (leave it empty or name the same URI)"),
+                ));
+            }
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            prepared.logger = Some((spec, out_r, err_r));
+            let stdin = prepared.input(input)?;
+            return Ok((prepared, ProcessStdio { terminal: false, stdin, stdout: Some(out_w), stderr: Some(err_w) }));
+        }
         if terminal {
             // stderr is unused with a terminal, but a bad path is still an error.
-            let unused = match open_output("stderr", stderr)? {
+            prepared.unused = match open_output("stderr", stderr)? {
                 Output::Fifo(path) => Some(path),
                 Output::Null | Output::File(_) => None,
+                Output::Binary(_) => {
+                    return Err(ShimError::invalid("stderr", "a binary:// logger cannot take a terminal's output"))
+                }
             };
-            let prepared = Self { stdin: None, outputs: Vec::new(), terminal: Some((input, out)), unused };
+            prepared.terminal = Some((input, out));
             return Ok((prepared, ProcessStdio { terminal: true, ..Default::default() }));
         }
         let err = open_output("stderr", stderr)?;
-        let mut prepared = Self { stdin: None, outputs: Vec::new(), terminal: None, unused: None };
-        let stdin = match input {
+        let stdin = prepared.input(input)?;
+        let stdout = prepared.output(out)?;
+        let stderr = prepared.output(err)?;
+        Ok((prepared, ProcessStdio { terminal: false, stdin, stdout, stderr }))
+    }
+
+    fn input(&mut self, input: Input) -> Result<Option<OwnedFd>> {
+        Ok(match input {
             Input::Null => None,
             Input::File(f) => Some(f.into()),
             Input::Fifo(fifo) => {
                 let (r, w) = pipe()?;
-                prepared.stdin = Some((fifo, w));
+                self.stdin = Some((fifo, w));
                 Some(r)
             }
-        };
-        let stdout = prepared.output(out)?;
-        let stderr = prepared.output(err)?;
-        Ok((prepared, ProcessStdio { terminal: false, stdin, stdout, stderr }))
+        })
     }
 
     fn output(&mut self, out: Output) -> Result<Option<OwnedFd>> {
@@ -186,7 +245,22 @@ impl PreparedIo {
                 self.outputs.push((r, path));
                 Some(w)
             }
+            Output::Binary(_) => {
+                return Err(ShimError::invalid("stderr", "a binary:// logger takes stdout and stderr together"))
+            }
         })
+    }
+
+    /// Starts the `binary://` logger, if the stdio names one, for a process
+    /// of container `id`: before the process, which writes to it directly.
+    /// `reaper` is the runtime's; without one there is no logger.
+    pub async fn start_logger(&mut self, reaper: Option<&Reaper>, id: &str, namespace: &str) -> Result<()> {
+        let Some((spec, out, err)) = self.logger.take() else { return Ok(()) };
+        let reaper = reaper.ok_or_else(|| {
+            ShimError::Unimplemented(format!("this runtime cannot start the logger {}", spec.program.display()))
+        })?;
+        self.started_logger = Some(Logger::start(reaper, &spec, id, namespace, out, err).await?);
+        Ok(())
     }
 
     /// Gives up on a process that never started: the readers of its output
@@ -204,6 +278,7 @@ impl PreparedIo {
     /// a terminal process.
     pub fn start(self, console: Option<OwnedFd>) -> Result<Pumps> {
         let mut pumps = Pumps::default();
+        pumps.logger = self.started_logger;
         if let Some(path) = self.unused {
             // Opened and closed like an output that was never written to;
             // the drain bounds the wait for its reader.
@@ -237,7 +312,7 @@ impl PreparedIo {
             match output {
                 Output::Fifo(path) => pumps.spawn_output(src, OutputSink::Fifo(path)),
                 Output::File(file) => pumps.spawn_output(src, OutputSink::File(tokio::fs::File::from_std(file))),
-                Output::Null => pumps.spawn_output(src, OutputSink::Discard),
+                Output::Null | Output::Binary(_) => pumps.spawn_output(src, OutputSink::Discard),
             }
             pumps.console = Some(master);
             return Ok(pumps);
@@ -321,6 +396,8 @@ pub(crate) struct Pumps {
     outputs: Vec<JoinHandle<()>>,
     progress: Arc<AtomicU64>,
     console: Option<Arc<OwnedFd>>,
+    /// The process's `binary://` logger, if any.
+    logger: Option<Logger>,
 }
 
 impl Pumps {
@@ -366,6 +443,17 @@ impl Pumps {
             }
         }
         self.outputs.clear();
+        if let Some(logger) = self.logger.as_mut() {
+            // It reads the output itself: done once it exits.
+            if !logger.wait(grace).await {
+                tracing::warn!(?logger, "the logger still runs after the process exited");
+            }
+        }
+    }
+
+    /// The logger, to be stopped when the process is deleted.
+    pub fn take_logger(&mut self) -> Option<Logger> {
+        self.logger.take()
     }
 }
 
@@ -546,8 +634,12 @@ pub fn resize(master: &OwnedFd, cols: u16, rows: u16) -> io::Result<()> {
 /// Checks the three stdio paths of a Create or Exec request.
 pub fn validate_stdio(stdin: &str, stdout: &str, stderr: &str) -> Result<()> {
     validate_path("stdin", stdin)?;
-    validate_path("stdout", stdout)?;
-    validate_path("stderr", stderr)
+    for (field, value) in [("stdout", stdout), ("stderr", stderr)] {
+        if let OutputTarget::Path(path) = output_target(field, value)? {
+            validate_path(field, &path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks a stdio path before anything is created: empty or absolute.

@@ -75,6 +75,7 @@ pub mod error;
 pub mod events;
 pub mod fake;
 pub mod io;
+pub mod logger;
 pub mod oom;
 pub mod reaper;
 pub mod runc;

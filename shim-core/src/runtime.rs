@@ -104,6 +104,13 @@ pub trait Runtime: Send + Sync + 'static {
         let _ = (image_path, exit);
         Err(ShimError::Unimplemented(format!("runtime cannot checkpoint container {id}")))
     }
+    /// The reaper this runtime's processes are reaped by, for the helper
+    /// processes the shim starts itself (`binary://` loggers); `None` for a
+    /// runtime that runs no real processes, which then refuses them.
+    fn reaper(&self) -> Option<&crate::Reaper> {
+        None
+    }
+
     /// The resource usage of the container whose init is `pid`.
     async fn stats(&self, id: &str, pid: u32) -> Result<shim_proto::v1::StatsResponse> {
         let _ = pid;

@@ -290,12 +290,15 @@ fn serve(args: &Args, bundle: &Path, socket: &Path, listener: std::os::unix::net
         let listener = tokio::net::UnixListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
         let reaper = Reaper::start().map_err(|e| e.to_string())?;
         let runc_root = Path::new(RUNC_ROOT).join(&args.namespace);
+        let namespace = args.namespace.clone();
         // One core shim per container, all on this process's reaper. A
         // bundle is its container's alone, so the runc call files go there
         // directly, as the Go shim's do; containerd removes the bundle after
         // the container.
         let shims = move |_id: &str, bundle: &Path| -> shim_core::Result<Arc<dyn Shim>> {
-            let config = RuncConfig::new(bundle).private_subdir(false).runtime_root(runc_root.clone());
+            let mut config = RuncConfig::new(bundle).private_subdir(false).runtime_root(runc_root.clone());
+            // Given to `binary://` loggers, as containerd's shims do.
+            config.shim.namespace.clone_from(&namespace);
             Ok(Arc::new(RuncShim::new(config, reaper.clone())?))
         };
         let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_else(|_| format!("{}.ttrpc", args.address));

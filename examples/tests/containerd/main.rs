@@ -519,6 +519,60 @@ fn rshim_runc_options() {
     runc_options(&rshim());
 }
 
+/// `ctr run --log-uri`: a `file://` URI gets the container's stdout and
+/// stderr appended (its directory created); a `binary://` URI starts the
+/// logging program with the output on fds 3 and 4, a ready pipe on fd 5,
+/// the query as its arguments and the container's id and namespace in its
+/// environment, and it has the whole output once the task is deleted.
+fn log_uris(rt: &Runtime) {
+    let cd = Containerd::start();
+    let rootfs = cd.rootfs("l1");
+    let rootfs = rootfs.to_str().expect("the rootfs path is UTF-8");
+    let logs = cd.dir().join("logs");
+    let file = logs.join("sub").join("l1.log");
+    let uri = format!("file://{}", path_str(&file));
+    let script = "echo out; echo err >&2";
+    let out = cd.run(rt, &["--rm", "--log-uri", &uri, "--rootfs", rootfs, "l1", "/bin/sh", "-c", script]);
+    cd.check_ok(&out, "ctr run --log-uri file://");
+    // The Go shim reports the exit before its copies end: a moment later
+    // the file has both lines (ours has them by then).
+    wait_for_text(&file, &["out\n", "err\n"]);
+
+    // A logger as simple as can be: ready at once (fd 5 closed), each stream
+    // to its own file. Its environment holds only what the shim gives it.
+    let logger = logs.join("logger.sh");
+    std::fs::write(
+        &logger,
+        "#!/bin/sh\nexec 5>&-\necho \"$CONTAINER_ID $CONTAINER_NAMESPACE $*\" > \"$2/env\"\n\
+         /bin/cat <&3 > \"$2/out\" &\n/bin/cat <&4 > \"$2/err\" &\nwait\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let uri = format!("binary://{}?dir={}", path_str(&logger), path_str(&logs));
+    let out = cd.run(rt, &["--rm", "--log-uri", &uri, "--rootfs", rootfs, "l2", "/bin/sh", "-c", script]);
+    cd.check_ok(&out, "ctr run --log-uri binary://");
+    let read = |name: &str| std::fs::read_to_string(logs.join(name)).unwrap_or_default();
+    assert_eq!((read("out"), read("err")), ("out\n".into(), "err\n".into()));
+    assert_eq!(read("env"), format!("l2 {} dir {}\n", cd.namespace, path_str(&logs)));
+    cd.assert_no_leftovers();
+}
+
+#[test]
+fn reference_log_uris() {
+    if !require_containerd() {
+        return;
+    }
+    log_uris(&Runtime::reference());
+}
+
+#[test]
+fn rshim_log_uris() {
+    if !require_containerd() {
+        return;
+    }
+    log_uris(&rshim());
+}
+
 /// The image CRI runs as every pod's sandbox (its "pause" container).
 const SANDBOX_IMAGE: &str = "docker.io/library/pause-test:latest";
 

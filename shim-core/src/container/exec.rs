@@ -42,7 +42,8 @@ impl<R: Runtime> ContainerShim<R> {
         };
         let _starting = StartingGuard(&self.inner.execs_starting);
         let process = spec::exec_process(&req, &defaults)?;
-        let (prepared, stdio) = PreparedIo::prepare(req.terminal, &req.stdin, &req.stdout, &req.stderr)?;
+        let (mut prepared, stdio) = PreparedIo::prepare(req.terminal, &req.stdin, &req.stdout, &req.stderr)?;
+        prepared.start_logger(self.inner.runtime.reaper(), &id, &self.inner.config.namespace).await?;
         let Launched { pid, exit, console, .. } = match self.inner.runtime.exec(&id, &process, stdio).await {
             Ok(launched) => launched,
             Err(e) => {
@@ -100,6 +101,7 @@ impl<R: Runtime> ContainerShim<R> {
             self.inner.runtime.signal(proc.pid, Signal::KILL)?;
         }
         let status = proc.wait_exited().await;
+        proc.stop_logger().await;
         let removed = lock(&self.inner.state).container.as_mut().and_then(|c| c.procs.remove(&proc.pid));
         if removed.is_none() {
             return Err(ShimError::ProcessNotFound { pid: proc.pid });

@@ -87,6 +87,7 @@ impl<R: Runtime> ContainerShim<R> {
         }
         // Close the pty master now: the entry may live on until Delete.
         lock(&proc.console).take();
+        *lock(&proc.logger) = pumps.take_logger();
         drop(pumps);
     }
 

@@ -71,7 +71,9 @@ impl<R: Runtime> ContainerShim<R> {
 
     async fn do_create(&self, req: CreateRequest) -> Result<CreateResponse> {
         let defaults = ProcessDefaults::from_bundle(&req.bundle)?;
-        let (prepared, stdio) = PreparedIo::prepare(req.terminal, &req.stdin, &req.stdout, &req.stderr)?;
+        let (mut prepared, stdio) = PreparedIo::prepare(req.terminal, &req.stdin, &req.stdout, &req.stderr)?;
+        let runtime = &self.inner.runtime;
+        prepared.start_logger(runtime.reaper(), &req.id, &self.inner.config.namespace).await?;
         let spec = CreateSpec {
             id: req.id.clone(),
             bundle: req.bundle.clone(),
@@ -150,6 +152,7 @@ impl<R: Runtime> ContainerShim<R> {
             }
         }
         let status = proc.wait_exited().await;
+        proc.stop_logger().await;
         self.inner.runtime.delete(&id).await?;
         let removed = {
             let mut state = lock(&self.inner.state);

@@ -46,6 +46,9 @@ pub struct ShimConfig {
     pub exec_exit_grace: Duration,
     /// How many events a subscriber may fall behind before its stream ends.
     pub event_buffer: usize,
+    /// The manager's namespace of the containers (containerd's), given to
+    /// `binary://` loggers as `CONTAINER_NAMESPACE`.
+    pub namespace: String,
 }
 
 impl Default for ShimConfig {
@@ -54,6 +57,7 @@ impl Default for ShimConfig {
             io_grace: Duration::from_secs(2),
             exec_exit_grace: Duration::from_secs(5),
             event_buffer: crate::events::DEFAULT_EVENT_BUFFER,
+            namespace: String::new(),
         }
     }
 }

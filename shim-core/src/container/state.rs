@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use super::lock;
 use crate::io::Pumps;
+use crate::logger::Logger;
 use crate::spec::ProcessDefaults;
 
 /// One process of the container, as the shim records it.
@@ -24,6 +25,8 @@ pub(super) struct Proc {
     pub(super) reaped: Mutex<Option<u32>>,
     /// Set once the EXIT is published (output drained); what `Wait` waits for.
     pub(super) exited: watch::Sender<Option<u32>>,
+    /// A `binary://` logger still running after the exit: stopped by Delete.
+    pub(super) logger: Mutex<Option<Logger>>,
 }
 
 impl Proc {
@@ -37,11 +40,21 @@ impl Proc {
             stdin_closer: Mutex::new(pumps.take_stdin_closer()),
             reaped: Mutex::new(None),
             exited,
+            logger: Mutex::new(None),
         }
     }
 
     pub(super) fn reaped(&self) -> Option<u32> {
         *lock(&self.reaped)
+    }
+
+    /// Stops the process's logger, if one still runs (see
+    /// [`Logger::stop`]).
+    pub(super) async fn stop_logger(&self) {
+        let logger = lock(&self.logger).take();
+        if let Some(mut logger) = logger {
+            logger.stop().await;
+        }
     }
 
     pub(super) async fn wait_exited(&self) -> u32 {

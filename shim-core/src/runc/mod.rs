@@ -650,6 +650,10 @@ impl Runtime for RuncRuntime {
         self.control(id, args).await
     }
 
+    fn reaper(&self) -> Option<&Reaper> {
+        Some(&self.reaper)
+    }
+
     async fn stats(&self, id: &str, pid: u32) -> Result<shim_proto::v1::StatsResponse> {
         // Read from the cgroup directly: no runc process per call.
         let known = self.cgroups.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned();
