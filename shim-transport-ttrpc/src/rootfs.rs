@@ -114,7 +114,18 @@ fn mount_one(m: &Mount, target: &Path) -> Result<(), String> {
     }
     let fstype = if m.r#type == "bind" { None } else { Some(m.r#type.as_str()) };
     let data = (!data.is_empty()).then_some(data.as_str());
-    mount(Some(m.source.as_str()), target, fstype, flags, data).map_err(|e| e.to_string())
+    mount(Some(m.source.as_str()), target, fstype, flags, data).map_err(|e| e.to_string())?;
+    // A bind mount takes its flags only from a remount: without it a
+    // read-only bind (a snapshot View: an image's layer itself) would be
+    // writable, and the container would write into the image.
+    if flags.contains(MsFlags::MS_BIND) && flags.contains(MsFlags::MS_RDONLY) {
+        let remount = flags | MsFlags::MS_REMOUNT;
+        if let Err(e) = mount(None::<&str>, target, None::<&str>, remount, None::<&str>) {
+            let _ = umount2(target, MntFlags::MNT_DETACH);
+            return Err(format!("cannot make the bind mount of {} read-only: {e}", m.source));
+        }
+    }
+    Ok(())
 }
 
 /// Mounts `mounts` in order on `bundle/rootfs`; `Ok(true)` when something

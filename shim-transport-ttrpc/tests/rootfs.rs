@@ -61,3 +61,33 @@ fn an_overlay_of_more_layers_than_a_page_holds_mounts() {
         std::panic::resume_unwind(p);
     }
 }
+
+/// A read-only bind mount (what a snapshot View of a one-layer image is:
+/// the layer itself) stays read-only on the rootfs: a write fails and the
+/// layer is untouched. A bind mount takes its flags only from a remount.
+#[test]
+fn a_read_only_bind_mount_stays_read_only() {
+    if !shim_core::testing::require_root() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let layer = dir.path().join("layer");
+    std::fs::create_dir_all(&layer).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(layer.join("in-image"), "x").unwrap_or_else(|e| panic!("{e}"));
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap_or_else(|e| panic!("{e}"));
+    let mount = Mount {
+        r#type: "bind".into(),
+        source: layer.display().to_string(),
+        target: String::new(),
+        options: vec!["ro".into(), "rbind".into()],
+    };
+    assert!(rootfs::mount_all(&[mount], &bundle).unwrap_or_else(|e| panic!("{e}")));
+    let root = bundle.join("rootfs");
+    let seen = std::fs::read_to_string(root.join("in-image")).ok();
+    let write = std::fs::write(root.join("written"), "w").map_err(|e| e.raw_os_error());
+    rootfs::unmount(&bundle);
+    assert_eq!(seen.as_deref(), Some("x"));
+    assert_eq!(write, Err(Some(libc::EROFS)));
+    assert!(!layer.join("written").exists(), "the image's layer was written to");
+}

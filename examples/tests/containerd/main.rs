@@ -88,6 +88,15 @@ fn image_run(rt: &Runtime) {
     let root = mounts.lines().next().unwrap_or_default();
     assert!(root.starts_with("overlay / overlay "), "the container's root is not the overlay mount:\n{mounts}");
 
+    // `--read-only`: a snapshot View, which for a one-layer image is a
+    // read-only bind mount of the layer itself. Writing must fail, not land
+    // in the image.
+    let out = cd.run(rt, &["--rm", "--read-only", image.as_str(), "i3", "/bin/sh", "-c", "echo x > /written"]);
+    assert_eq!(out.status.code(), Some(1), "a write to a read-only rootfs: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("Read-only file system"), "{}", text(&out.stderr));
+    let out = cd.run(rt, &["--rm", image.as_str(), "i4", "/bin/ls", "/written"]);
+    assert_eq!(out.status.code(), Some(1), "the image was written to: {}", text(&out.stdout));
+
     // Only the image's committed layer is left in the snapshotter.
     let snapshots = text(&cd.ctr_ok(["snapshots", "ls"]).stdout);
     let rows: Vec<&str> = snapshots.lines().skip(1).filter(|l| !l.trim().is_empty()).collect();
