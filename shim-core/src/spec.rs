@@ -301,6 +301,38 @@ fn exec_capabilities(asked: &[String], bundle: Option<&Value>) -> Value {
     Value::Object(out)
 }
 
+/// The largest `ExecRequest.process` taken.
+const MAX_PROCESS_JSON: usize = 1 << 20;
+
+/// `ExecRequest.process` as the runtime gets it: the caller's object, with
+/// `terminal` from the request (the shim's stdio follows that flag). Checked
+/// only for what would otherwise fail later with a vaguer message.
+fn given_process(req: &ExecRequest) -> Result<Value> {
+    if req.process.len() > MAX_PROCESS_JSON {
+        return Err(ShimError::invalid(
+            "process",
+            format!("{} bytes is more than the {MAX_PROCESS_JSON} allowed", req.process.len()),
+        ));
+    }
+    let mut process: Value =
+        serde_json::from_slice(&req.process).map_err(|e| ShimError::invalid("process", format!("not JSON: {e}")))?;
+    let Some(obj) = process.as_object_mut() else {
+        return Err(ShimError::invalid("process", "not a JSON object"));
+    };
+    let args = obj.get("args").and_then(Value::as_array);
+    if args.is_none_or(|a| a.is_empty()) {
+        return Err(ShimError::invalid("process", "process.args is empty"));
+    }
+    if args.and_then(|a| a.first()).and_then(Value::as_str).is_none_or(str::is_empty) {
+        return Err(ShimError::invalid("process", "process.args[0] is not a non-empty string"));
+    }
+    if obj.get("cwd").and_then(Value::as_str).is_some_and(|c| !c.starts_with('/')) {
+        return Err(ShimError::invalid("process", "process.cwd is not an absolute path"));
+    }
+    obj.insert("terminal".into(), Value::Bool(req.terminal));
+    Ok(process)
+}
+
 /// Validates an exec request and builds its OCI `process` object.
 ///
 /// Empty `env`, `cwd`, `apparmor_profile`, `selinux_label`, `capabilities` or
@@ -311,6 +343,9 @@ fn exec_capabilities(asked: &[String], bundle: Option<&Value>) -> Value {
 /// object leaves the exec without one too, so the runtime gives it the same
 /// defaults it gave the init (not an empty set).
 pub fn exec_process(req: &ExecRequest, defaults: &ProcessDefaults) -> Result<Value> {
+    if !req.process.is_empty() {
+        return given_process(req);
+    }
     if req.args.is_empty() {
         return Err(ShimError::invalid("args", "must not be empty"));
     }
@@ -504,6 +539,28 @@ mod tests {
         assert_eq!(ok(r#"{"devices":{}}"#), inv);
         assert_eq!(ok(r#"{"memory":{"limit":"lots"}}"#), inv);
         assert_eq!(ok(&format!(r#"{{"unified":{{"x":"{}"}}}}"#, "a".repeat(MAX_FIELD))), inv);
+    }
+
+    #[test]
+    fn a_given_process_goes_to_the_runtime_as_it_is() {
+        let given = json!({
+            "args": ["sh"], "cwd": "/", "user": {"uid": 1, "gid": 2, "umask": 18},
+            "oomScoreAdj": 5, "consoleSize": {"height": 10, "width": 20},
+            "capabilities": {"bounding": ["CAP_KILL"], "effective": []},
+            "ioPriority": {"class": "IOPRIO_CLASS_IDLE"}, "terminal": false
+        });
+        let r = ExecRequest { terminal: true, process: given.to_string().into_bytes(), ..Default::default() };
+        let p = exec_process(&r, &ProcessDefaults::default()).unwrap_or_default();
+        let mut expected = given.clone();
+        expected["terminal"] = json!(true);
+        assert_eq!(p, expected);
+        let bad = |v: &str| {
+            let r = ExecRequest { process: v.as_bytes().to_vec(), ..Default::default() };
+            exec_process(&r, &ProcessDefaults::default()).map_err(|e| e.code())
+        };
+        for v in ["[]", "nope", r#"{"args":[]}"#, r#"{"args":[""]}"#, r#"{"args":["sh"],"cwd":"x"}"#] {
+            assert_eq!(bad(v), Err(crate::Code::InvalidArgument), "{v}");
+        }
     }
 
     #[test]

@@ -78,6 +78,8 @@ fn exec_request() -> ExecRequest {
         rlimits: vec![rlimit()],
         no_new_privileges: true,
         apparmor_profile: "p".into(),
+        // The extension, unset: the seed's bytes.
+        process: Vec::new(),
     }
 }
 

@@ -49,19 +49,21 @@ pub trait Service: Send + Sync + 'static {
 /// Serves ttrpc connections accepted from a unix listener.
 pub struct Server<S> {
     service: Arc<S>,
-    peer_uid: Option<u32>,
+    /// The uid and gid a peer must run as.
+    peer: Option<(u32, u32)>,
 }
 
 impl<S: Service> Server<S> {
     /// A server for `service`, accepting any peer.
     pub fn new(service: Arc<S>) -> Self {
-        Self { service, peer_uid: None }
+        Self { service, peer: None }
     }
 
-    /// Accepts only peers running as `uid` (checked with `SO_PEERCRED`), as
-    /// containerd's shims do; others are disconnected at once.
-    pub fn peer_uid(mut self, uid: u32) -> Self {
-        self.peer_uid = Some(uid);
+    /// Accepts only peers running as `uid` and `gid` (checked with
+    /// `SO_PEERCRED`), as containerd's shims do (ttrpc's same-user check);
+    /// others are disconnected at once.
+    pub fn same_user(mut self, uid: u32, gid: u32) -> Self {
+        self.peer = Some((uid, gid));
         self
     }
 
@@ -90,11 +92,15 @@ impl<S: Service> Server<S> {
                     }
                 },
             };
-            if let Some(uid) = self.peer_uid {
+            if let Some((uid, gid)) = self.peer {
                 match stream.peer_cred() {
-                    Ok(cred) if cred.uid() == uid => {}
+                    Ok(cred) if cred.uid() == uid && cred.gid() == gid => {}
                     Ok(cred) => {
-                        tracing::warn!(peer_uid = cred.uid(), "refused a ttrpc connection from another user");
+                        tracing::warn!(
+                            peer_uid = cred.uid(),
+                            peer_gid = cred.gid(),
+                            "refused a ttrpc connection from another user or group"
+                        );
                         continue;
                     }
                     Err(e) => {

@@ -145,6 +145,12 @@ async fn a_session_as_ctr_drives_it() {
     assert_eq!((del.pid, del.exit_status), (epid, 5));
     assert!(!init_wait.is_finished());
 
+    // A running process is not deleted, as containerd's runc shim refuses
+    // it: the caller kills it first.
+    let refused: Result<api::DeleteResponse, _> =
+        call(c, "Delete", api::DeleteRequest { id: "c1".into(), ..Default::default() }).await;
+    assert_eq!(refused.err(), Some(Code::FailedPrecondition as i32));
+
     // Kill the init; its Wait (from before Start) returns 137.
     call::<_, ()>(c, "Kill", api::KillRequest { id: "c1".into(), signal: 9, ..Default::default() })
         .await

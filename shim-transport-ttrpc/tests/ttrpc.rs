@@ -192,3 +192,25 @@ async fn a_client_sees_its_calls_fail_when_the_server_goes_away() {
     let refused = Client::connect(dir.path().join("none.sock")).await.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(refused.contains("none.sock"), "{refused}");
 }
+
+/// A server that takes only its own user: a peer of the same uid and gid is
+/// served; one whose gid differs (here: a server expecting another gid) is
+/// disconnected before any call.
+#[tokio::test]
+async fn only_peers_of_the_same_uid_and_gid_are_served() {
+    let (uid, gid) = (nix::unistd::Uid::effective().as_raw(), nix::unistd::Gid::effective().as_raw());
+    for (expected_gid, served) in [(gid, true), (gid.wrapping_add(1), false)] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("t.sock");
+        let listener = UnixListener::bind(&path).unwrap_or_else(|e| panic!("{e}"));
+        let svc = Arc::new(Test { release: Notify::new(), finished: Notify::new() });
+        let server = Server::new(svc).same_user(uid, expected_gid);
+        tokio::spawn(async move { server.serve(listener, std::future::pending()).await });
+        let client = tokio::time::timeout(LIMIT, Client::connect(&path)).await.unwrap_or_else(|_| panic!("connect"));
+        let client = client.unwrap_or_else(|e| panic!("{e}"));
+        let blob = Blob { data: b"hi".to_vec() };
+        let answer = tokio::time::timeout(LIMIT, client.call("svc", "Echo", &blob, None, &[])).await;
+        let answer: Result<Blob, _> = answer.unwrap_or_else(|_| panic!("no answer nor disconnect within {LIMIT:?}"));
+        assert_eq!(answer.is_ok(), served, "expected gid {expected_gid}, ours {gid}");
+    }
+}

@@ -156,6 +156,8 @@ pub struct LinuxContainerResources {
     pub cpu_shares: i64,
     #[prost(int64, tag = "4")]
     pub memory_limit_in_bytes: i64,
+    #[prost(int64, tag = "5")]
+    pub oom_score_adj: i64,
 }
 
 #[derive(Clone, PartialEq, Message)]

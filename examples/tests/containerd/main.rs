@@ -265,6 +265,14 @@ fn shim_killed(rt: &Runtime) {
     let pid = cd.task_pid("k1").expect("`ctr task ls` shows the task's pid");
     let shims = cd.shim_pids("k1");
     assert!(!shims.is_empty(), "no shim process found for k1");
+    // The shim is placed just above containerd for the OOM killer, as
+    // containerd's shims place themselves.
+    let adj = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap_or_default();
+    let containerd: i32 = adj(cd.pid().expect("containerd runs")).trim().parse().expect("a score");
+    for shim in &shims {
+        let shim = u32::try_from(*shim).expect("a pid");
+        assert_eq!(adj(shim).trim(), (containerd + 1).min(1000).to_string(), "oom_score_adj of shim {shim}");
+    }
     kill_shims_and_wait(&cd, "k1", shims, pid);
     let _ = cd.ctr(["task", "delete", "k1"]);
     cd.ctr_ok(["container", "delete", "k1"]);
@@ -351,6 +359,57 @@ fn containerd_restart(rt: &Runtime) {
     cd.ctr_ok(["container", "delete", "s1"]);
     cd.assert_no_leftovers();
     no_socket_left(&cd, rt);
+}
+
+/// An exec runs with the process containerd sent, unchanged: the same
+/// capability sets as the container's init (none ambient), its umask and
+/// its OOM score adjustment, as containerd's runc shim passes them on.
+fn exec_process_as_sent(rt: &Runtime) {
+    let cd = Containerd::start();
+    let rootfs = cd.rootfs("x1");
+    let out = cd.run(rt, &["-d", "--rootfs", path_str(&rootfs).as_str(), "x1", "/bin/sleep", "1000"]);
+    cd.check_ok(&out, "ctr run -d x1");
+    let fields = |status: &str| -> Vec<String> {
+        status
+            .lines()
+            .filter(|l| l.starts_with("Cap") || l.starts_with("Umask") || l.starts_with("NoNewPrivs"))
+            .map(String::from)
+            .collect()
+    };
+    let init = cd.exec(&["--exec-id", "i", "x1", "/bin/cat", "/proc/1/status"]);
+    cd.check_ok(&init, "ctr task exec cat /proc/1/status");
+    let exec = cd.exec(&["--exec-id", "s", "x1", "/bin/cat", "/proc/self/status"]);
+    cd.check_ok(&exec, "ctr task exec cat /proc/self/status");
+    let (init, exec) = (fields(&text(&init.stdout)), fields(&text(&exec.stdout)));
+    assert!(exec.iter().any(|l| l.starts_with("CapEff")), "{exec:?}");
+    assert_eq!(exec, init, "the exec's credentials differ from the container's");
+    assert!(exec.contains(&"CapAmb:\t0000000000000000".to_string()), "{exec:?}");
+    let adj = cd.exec(&["--exec-id", "o", "x1", "/bin/cat", "/proc/1/oom_score_adj", "/proc/self/oom_score_adj"]);
+    cd.check_ok(&adj, "ctr task exec cat oom_score_adj");
+    let adj = text(&adj.stdout);
+    let both: Vec<&str> = adj.lines().collect();
+    assert_eq!(both.first(), both.get(1), "oom_score_adj of the init and the exec: {adj:?}");
+    cd.ctr_ok(["task", "kill", "-s", "SIGKILL", "x1"]);
+    cd.wait_task_status("x1", "STOPPED", WAIT);
+    cd.ctr_ok(["task", "delete", "x1"]);
+    cd.ctr_ok(["container", "delete", "x1"]);
+    cd.assert_no_leftovers();
+}
+
+#[test]
+fn reference_exec_process_as_sent() {
+    if !require_containerd() {
+        return;
+    }
+    exec_process_as_sent(&Runtime::reference());
+}
+
+#[test]
+fn rshim_exec_process_as_sent() {
+    if !require_containerd() {
+        return;
+    }
+    exec_process_as_sent(&rshim());
 }
 
 /// `ctr task ps` with an exec running: both processes listed, the exec's

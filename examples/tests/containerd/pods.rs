@@ -70,12 +70,17 @@ impl<'a> Pod<'a> {
         self.start_container_with(name, command, None).await
     }
 
-    /// [`start_container`](Self::start_container) with a memory limit.
-    pub async fn start_container_with(&mut self, name: &str, command: &[&str], memory_limit: Option<i64>) -> String {
+    /// [`start_container`](Self::start_container) with the resources the
+    /// kubelet would set.
+    pub async fn start_container_with(
+        &mut self,
+        name: &str,
+        command: &[&str],
+        resources: Option<cri::LinuxContainerResources>,
+    ) -> String {
         let namespaces = cri::NamespaceOption { network: cri::NODE, pid: self.pid_mode, ipc: cri::POD };
         let linux = cri::LinuxContainerConfig {
-            resources: memory_limit
-                .map(|m| cri::LinuxContainerResources { memory_limit_in_bytes: m, ..Default::default() }),
+            resources,
             security_context: Some(cri::LinuxContainerSecurityContext { namespace_options: Some(namespaces) }),
         };
         let config = cri::ContainerConfig {
@@ -318,8 +323,9 @@ fn container_stats_working_set_as_the_go_shim() {
             let mut seen = Vec::new();
             for (handler, _) in HANDLERS {
                 let mut pod = Pod::run(cd, handler, &format!("stats-{handler}"), cri::CONTAINER).await;
-                let limited =
-                    pod.start_container_with("limited", &["/bin/sh", "-c", script], Some(200 * MIB as i64)).await;
+                let limit =
+                    cri::LinuxContainerResources { memory_limit_in_bytes: 200 * MIB as i64, ..Default::default() };
+                let limited = pod.start_container_with("limited", &["/bin/sh", "-c", script], Some(limit)).await;
                 let free = pod.start_container("free", &["/bin/sh", "-c", script]).await;
                 for id in [&limited, &free] {
                     let mut written = false;
@@ -355,4 +361,39 @@ fn container_stats_working_set_as_the_go_shim() {
             assert!(go.abs_diff(ours) <= 8 * MIB, "working sets: Go shim {go}, ours {ours}");
         })
     });
+}
+
+/// An exec (CRI's ExecSync, what liveness probes run) gets the process
+/// containerd built for it, unchanged: here the container's OOM score
+/// adjustment, which the kubelet sets per container and runc applies only
+/// when the process carries it.
+fn exec_gets_the_containers_process(handler: &'static str) {
+    with_cri(move |cd| {
+        Box::pin(async move {
+            let mut pod = Pod::run(cd, handler, "adj", cri::CONTAINER).await;
+            let resources = cri::LinuxContainerResources { oom_score_adj: 987, ..Default::default() };
+            let c = pod.start_container_with("c", &["/bin/sleep", "1000"], Some(resources)).await;
+            let (init, _) = pod.exec(&c, &["/bin/cat", "/proc/1/oom_score_adj"]).await;
+            let (exec, _) = pod.exec(&c, &["/bin/cat", "/proc/self/oom_score_adj"]).await;
+            assert_eq!((init.trim(), exec.trim()), ("987", "987"), "{handler}");
+            pod.stop_and_remove(&c, 1).await;
+            pod.remove().await;
+        })
+    });
+}
+
+#[test]
+fn reference_exec_gets_the_containers_process() {
+    if !require_containerd() {
+        return;
+    }
+    exec_gets_the_containers_process(HANDLERS[0].0);
+}
+
+#[test]
+fn rshim_exec_gets_the_containers_process() {
+    if !require_containerd() {
+        return;
+    }
+    exec_gets_the_containers_process(HANDLERS[1].0);
 }

@@ -158,6 +158,22 @@ impl TaskService {
         let p = self.process(&req.id, &req.exec_id)?;
         let shim = self.shim_of(&req.id)?;
         let pid = p.pid.unwrap_or(0);
+        if p.started && p.exit.is_none() {
+            // As containerd's runc shim: a started process is deleted once
+            // it exited; the caller kills it first (containerd's client does,
+            // with a kill option). Its code there is Unknown only because its
+            // error is untyped; the state is the caller's to change.
+            let listed = shim.state(core::StateRequest {}).await.map_err(|e| from_shim(&e))?;
+            match listed.processes.iter().find(|q| q.pid == pid).map(|q| q.state()) {
+                Some(core::State::Running) => {
+                    return Err(status(Code::FailedPrecondition, "cannot delete a running process"));
+                }
+                Some(core::State::Paused) => {
+                    return Err(status(Code::FailedPrecondition, "cannot delete a paused process"));
+                }
+                _ => {}
+            }
+        }
         if !req.exec_id.is_empty() {
             // Started: the core holds it. Registered only, or failed to
             // start: nothing ran, there is only our record.

@@ -8,58 +8,20 @@ use crate::status::{status, Code};
 
 /// The core's exec request from the OCI process JSON containerd sends in
 /// `ExecProcessRequest.spec` (stdio and terminal come from the request).
-/// The core then keeps the exec within the container's own privileges.
+/// The process goes to the runtime as containerd sent it, as containerd's
+/// runc shim passes it on (`user.umask`, `oomScoreAdj`, `consoleSize`,
+/// scheduler and I/O priority, every capability set); `args` is read here
+/// too, so a bad spec fails with the exec's own message.
 pub fn exec_request(spec: &[u8]) -> Result<core::ExecRequest, Status> {
     let bad = |why: String| status(Code::InvalidArgument, format!("exec spec: {why}"));
     let v: serde_json::Value = serde_json::from_slice(spec).map_err(|e| bad(format!("not JSON: {e}")))?;
-    let strings = |key: &str| -> Vec<String> {
-        v.get(key)
-            .and_then(|a| a.as_array())
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
-            .unwrap_or_default()
-    };
-    let args = strings("args");
-    if args.is_empty() {
-        return Err(bad("process.args is empty".into()));
-    }
-    let user = v.get("user").map(|u| core::User {
-        uid: u.get("uid").and_then(|x| x.as_u64()).and_then(|x| u32::try_from(x).ok()).unwrap_or(0),
-        gid: u.get("gid").and_then(|x| x.as_u64()).and_then(|x| u32::try_from(x).ok()).unwrap_or(0),
-        additional_gids: u
-            .get("additionalGids")
-            .and_then(|a| a.as_array())
-            .map(|a| a.iter().filter_map(|g| g.as_u64().and_then(|g| u32::try_from(g).ok())).collect())
-            .unwrap_or_default(),
-    });
-    let capabilities = v
-        .pointer("/capabilities/bounding")
+    let args: Vec<String> = v
+        .get("args")
         .and_then(|a| a.as_array())
         .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
         .unwrap_or_default();
-    let rlimits = v
-        .get("rlimits")
-        .and_then(|a| a.as_array())
-        .map(|a| {
-            a.iter()
-                .map(|r| core::Rlimit {
-                    r#type: r.get("type").and_then(|t| t.as_str()).unwrap_or_default().to_string(),
-                    hard: r.get("hard").and_then(|x| x.as_u64()).unwrap_or(0),
-                    soft: r.get("soft").and_then(|x| x.as_u64()).unwrap_or(0),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let text = |key: &str| v.get(key).and_then(|s| s.as_str()).unwrap_or_default().to_string();
-    Ok(core::ExecRequest {
-        args,
-        env: strings("env"),
-        cwd: text("cwd"),
-        user,
-        capabilities,
-        rlimits,
-        no_new_privileges: v.get("noNewPrivileges").and_then(|b| b.as_bool()).unwrap_or(false),
-        apparmor_profile: text("apparmorProfile"),
-        selinux_label: text("selinuxLabel"),
-        ..Default::default()
-    })
+    if args.is_empty() {
+        return Err(bad("process.args is empty".into()));
+    }
+    Ok(core::ExecRequest { args, process: spec.to_vec(), ..Default::default() })
 }
