@@ -397,3 +397,70 @@ fn rshim_exec_gets_the_containers_process() {
     }
     exec_gets_the_containers_process(HANDLERS[1].0);
 }
+
+/// Resident and proportional set sizes of process `pid` in KiB, from
+/// `smaps_rollup`.
+fn rss_pss_kib(pid: i32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Rss:"), field("Pss:"))
+}
+
+/// A measurement, not a check (run by hand; docs/PERFORMANCE.md has the
+/// command): the shim processes of 10 pods of a sandbox and 3 containers
+/// each, per handler, with both handlers' pods running at once in one
+/// containerd, and their summed memory. Prints a Markdown table.
+#[test]
+#[ignore]
+fn shim_memory_of_pods() {
+    if !require_containerd() {
+        return;
+    }
+    const PODS: usize = 10;
+    with_cri(|cd| {
+        Box::pin(async move {
+            let mut pods = Vec::new();
+            for i in 0..PODS {
+                for (handler, _) in HANDLERS {
+                    let mut pod = Pod::run(cd, handler, &format!("m{i}-{handler}"), cri::CONTAINER).await;
+                    for c in 0..3 {
+                        pod.start_container(&format!("c{c}"), &["/bin/sleep", "100000"]).await;
+                    }
+                    pods.push(pod);
+                }
+            }
+            // Idle, as a node's shims are most of the time (ours gives its
+            // start-up pages back after 2 s idle).
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            println!("| shim | pods | containers (with sandboxes) | shim processes | RSS total (MiB) | PSS total (MiB) | RSS per pod (MiB) |");
+            println!("|---|---|---|---|---|---|---|");
+            let shims = cd.all_shim_pids();
+            for (handler, binary) in HANDLERS {
+                let ours: Vec<i32> = shims
+                    .iter()
+                    .copied()
+                    .filter(|p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e.ends_with(binary)))
+                    .collect();
+                let (rss, pss) = ours.iter().map(|p| rss_pss_kib(*p)).fold((0, 0), |(r, p), (r1, p1)| (r + r1, p + p1));
+                let mib = |kib: u64| kib as f64 / 1024.0;
+                println!(
+                    "| {binary} (handler {handler}) | {PODS} | {} | {} | {:.1} | {:.1} | {:.2} |",
+                    PODS * 4,
+                    ours.len(),
+                    mib(rss),
+                    mib(pss),
+                    mib(rss) / PODS as f64
+                );
+            }
+            for pod in pods {
+                pod.remove().await;
+            }
+        })
+    });
+}
