@@ -23,6 +23,7 @@ fn main() {
         }
     }
     let revision = stdout_of("git", &["rev-parse", "--short=12", "HEAD"]).filter(|r| !r.is_empty());
+    println!("cargo:rustc-env=SHIM_REVISION={}", revision.as_deref().unwrap_or_default());
     let stamped = match revision {
         Some(rev) => format!("{version} (git {rev})"),
         None => version,

@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "containerd/cgroups/v1/metrics.proto",
         "containerd/cgroups/v2/metrics.proto",
         "runtimeoptions/v1/api.proto",
+        "containerd/types/introspection.proto",
+        "containerd/runtime/bootstrap/v1/bootstrap.proto",
     ];
     let fds = protox::compile(files, ["proto"])?;
     prost_build::Config::new().compile_fds(fds)?;

@@ -13,6 +13,9 @@
 //! - [`options::RuncOptions`]: containerd's runc options for a container,
 //!   in both forms they arrive in (CRI's is a TOML runtime config file);
 //! - [`rootfs`]: the image's mounts on the bundle's `rootfs`;
+//! - [`bootstrap`]: what a shim binary reads and answers on `start` and
+//!   `-info` (containerd 2.3's bootstrap and task API v3; 1.6's plain
+//!   address);
 //! - [`proto`]: the messages, generated with prost from `.proto` files
 //!   written for this crate from containerd 1.6's field numbers.
 //!
@@ -45,6 +48,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bootstrap;
 pub mod client;
 pub mod events;
 pub mod frame;
@@ -68,7 +72,7 @@ pub mod proto {
     }
     /// containerd's packages.
     pub mod containerd {
-        /// `containerd.types`: mounts.
+        /// `containerd.types`: mounts, and `-info`'s runtime info.
         pub mod types {
             include!(concat!(env!("OUT_DIR"), "/containerd.types.rs"));
         }
@@ -77,6 +81,16 @@ pub mod proto {
             /// The types.
             pub mod types {
                 include!(concat!(env!("OUT_DIR"), "/containerd.v1.types.rs"));
+            }
+        }
+        /// `containerd.runtime.bootstrap.v1`: `start`'s bootstrap (2.3).
+        pub mod runtime {
+            /// The bootstrap.
+            pub mod bootstrap {
+                /// Version 1.
+                pub mod v1 {
+                    include!(concat!(env!("OUT_DIR"), "/containerd.runtime.bootstrap.v1.rs"));
+                }
             }
         }
         /// `containerd.task.v2`: the task service.

@@ -1,12 +1,17 @@
 //! `containerd-shim-rshim-v1`: the shim core as containerd's runtime
 //! `io.containerd.rshim.v1` (task API v2 over ttrpc).
 //!
-//! containerd runs it three ways, with Go-style flags before the action:
+//! containerd runs it four ways, with Go-style flags before the action:
 //!
+//! - `-info` (containerd 2.2 and later, before a task's create): prints a
+//!   protobuf `RuntimeInfo` with the OCI runtime's features (`runc
+//!   features`, of the binary the options on stdin name) and exits;
 //! - `-namespace NS -address SOCK -publish-binary BIN -id ID start`, in the
 //!   bundle: binds the shim's socket, forks the long-running server that
-//!   serves it (own session, stdio on /dev/null),
-//!   writes the bundle's `address` file and prints the address, then exits;
+//!   serves it (own session, stdio on /dev/null), writes the bundle's
+//!   `address` file and answers: after containerd 2.3's bootstrap on stdin
+//!   a `BootstrapResult` for task API v3 (its socket in the directory the
+//!   bootstrap names), else the plain address (task API v2), then exits;
 //! - the server, forked by `start`: the task service for the container and
 //!   for every later container of its group (a Kubernetes pod: see
 //!   `group_of`), logging to the first bundle's `log` FIFO, until Shutdown
@@ -23,6 +28,7 @@ use std::sync::Arc;
 
 use prost::Message;
 use shim_core::{Reaper, RuncConfig, RuncShim, Shim};
+use shim_transport_ttrpc::bootstrap::{runtime_info, start_answer, StartInput};
 use shim_transport_ttrpc::events::{Forwarder, DEFAULT_CAPACITY};
 use shim_transport_ttrpc::options::RuncOptions;
 use shim_transport_ttrpc::proto::containerd::task::v2::DeleteResponse;
@@ -67,6 +73,13 @@ fn parse(argv: impl Iterator<Item = OsString>) -> Result<Args, String> {
             a.action = "version".into();
             continue;
         }
+        // A Go bool flag, as containerd's shims take it.
+        if name == "info" {
+            if inline.is_none_or(|v| v != "false") {
+                a.action = "info".into();
+            }
+            continue;
+        }
         let value = match inline {
             Some(v) => v,
             None => it.next().ok_or_else(|| format!("flag -{name} needs a value"))?,
@@ -95,11 +108,12 @@ fn main() -> ExitCode {
     let result = match args.action.as_str() {
         "start" => start(&args),
         "delete" => delete(&args),
+        "info" => info(),
         "version" => {
             println!("containerd-shim-rshim-v1 {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        other => Err(format!("unknown action {other:?}: expected start or delete")),
+        other => Err(format!("unknown action {other:?}: expected start, delete or -info")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -130,16 +144,17 @@ fn group_of(bundle: &Path, id: &str) -> String {
         .unwrap_or_else(|| id.to_string())
 }
 
-/// A short, stable socket path for (containerd address, namespace, group):
-/// unix socket paths are limited to 108 bytes.
-fn socket_path(args: &Args, group: &str) -> PathBuf {
+/// A short, stable socket path in `dir` for (containerd address,
+/// namespace, group): unix socket paths are limited to 108 bytes (containerd
+/// keeps its socket directory setting to 42).
+fn socket_path(dir: &Path, args: &Args, group: &str) -> PathBuf {
     // FNV-1a: stable across runs and builds, unlike std's hasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in args.address.bytes().chain([0]).chain(args.namespace.bytes()).chain([0]).chain(group.bytes()) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    Path::new(SOCKET_DIR).join(format!("rshim-{h:016x}.sock"))
+    dir.join(format!("rshim-{h:016x}.sock"))
 }
 
 fn start(args: &Args) -> Result<(), String> {
@@ -147,15 +162,20 @@ fn start(args: &Args) -> Result<(), String> {
         return Err("start needs -namespace and -id".into());
     }
     let bundle = std::env::current_dir().map_err(|e| format!("cannot read the working directory (the bundle): {e}"))?;
-    // CRI passes runtime options on stdin; nothing in them is needed here,
-    // but they are read so a writer never blocks on a full pipe.
-    let mut sink = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
-
-    let path = socket_path(args, &group_of(&bundle, &args.id));
-    std::fs::create_dir_all(SOCKET_DIR).map_err(|e| format!("cannot create {SOCKET_DIR}: {e}"))?;
+    // containerd 2.3's bootstrap, or the runtime options CRI passes to
+    // older ones (nothing in those is needed here, but they are read so a
+    // writer never blocks on a full pipe).
+    let mut stdin = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut stdin);
+    let input = StartInput::parse(&stdin, &args.id);
+    let socket_dir = Path::new(input.socket_dir().unwrap_or(SOCKET_DIR));
+    if !socket_dir.is_absolute() {
+        return Err(format!("the socket directory {} is not an absolute path", socket_dir.display()));
+    }
+    let path = socket_path(socket_dir, args, &group_of(&bundle, &args.id));
+    std::fs::create_dir_all(socket_dir).map_err(|e| format!("cannot create {}: {e}", socket_dir.display()))?;
     let address = format!("unix://{}", path.display());
-    let lock = lock_dir(Path::new(SOCKET_DIR))?;
+    let lock = lock_dir(socket_dir)?;
     // A shim already serves this container's group (another container of
     // its pod, or this one when containerd retried `start`): its address is
     // the answer, as containerd's runc shim gives it; containerd then sends
@@ -163,8 +183,7 @@ fn start(args: &Args) -> Result<(), String> {
     if std::os::unix::net::UnixStream::connect(&path).is_ok() {
         drop(lock);
         write_address(&bundle, &address)?;
-        print!("{address}");
-        return Ok(());
+        return answer(&input, &address);
     }
     let listener = bind(&path)?;
     // A `start` that waited for the lock now finds this socket listening.
@@ -192,8 +211,69 @@ fn start(args: &Args) -> Result<(), String> {
         Ok(nix::unistd::ForkResult::Parent { .. }) => drop(listener),
     }
     write_address(&bundle, &address)?;
-    print!("{address}");
-    Ok(())
+    answer(&input, &address)
+}
+
+/// Prints `start`'s answer (see [`start_answer`]) and nothing else.
+fn answer(input: &StartInput, address: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    out.write_all(&start_answer(input, address)).and_then(|()| out.flush()).map_err(|e| format!("stdout: {e}"))
+}
+
+/// `-info`: this runtime's name and version, the options on stdin, and the
+/// features of the OCI runtime binary they name (`runc features`, bounded
+/// by 5 s; left out where it gives none, as older runc releases do).
+fn info() -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut stdin = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut stdin);
+    let options = if stdin.is_empty() {
+        None
+    } else {
+        Some(prost_types::Any::decode(stdin.as_slice()).map_err(|e| format!("the runtime options on stdin: {e}"))?)
+    };
+    let runc = match &options {
+        Some(any) => RuncOptions::from_any(any).map_err(|e| e.to_string())?,
+        None => RuncOptions::default(),
+    };
+    let binary = if runc.binary_name.is_empty() { "runc" } else { runc.binary_name.as_str() };
+    let features = runtime_features(binary);
+    let out =
+        runtime_info("io.containerd.rshim.v1", env!("CARGO_PKG_VERSION"), env!("SHIM_REVISION"), options, features);
+    let mut stdout = std::io::stdout();
+    stdout.write_all(&out).and_then(|()| stdout.flush()).map_err(|e| format!("stdout: {e}"))
+}
+
+/// What `BINARY features` prints, if it is JSON.
+fn runtime_features(binary: &str) -> Option<Vec<u8>> {
+    let mut child = std::process::Command::new(binary)
+        .arg("features")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut stdout = child.stdout.take()?;
+    // Read on a thread, so a runtime that hangs is killed at the bound.
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut out).map(|_| out)
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    };
+    let out = reader.join().ok()?.ok()?;
+    (status.success() && serde_json::from_slice::<serde_json::Value>(&out).is_ok()).then_some(out)
 }
 
 /// Sets this process's `oom_score_adj` to its parent's plus one (at most

@@ -144,6 +144,17 @@ pub fn require_containerd() -> bool {
     }
 }
 
+/// The major version of the `containerd` on `PATH` (1 for Debian's 1.6, 2
+/// for 2.x), from `containerd --version`.
+pub fn containerd_major_version() -> u32 {
+    let out = Command::new("containerd").arg("--version").output().expect("containerd --version runs");
+    let text = text(&out.stdout);
+    // "containerd github.com/containerd/containerd/v2 v2.3.4 <rev>", or
+    // Debian's "containerd github.com/containerd/containerd 1.6.20~ds1 ...".
+    let version = text.split_whitespace().nth(2).unwrap_or_default().trim_start_matches('v');
+    version.split('.').next().and_then(|m| m.parse().ok()).unwrap_or_else(|| panic!("containerd --version: {text}"))
+}
+
 /// Bytes as text, for comparisons and messages.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -211,6 +222,18 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration, what: &str) -> Result<Ou
     let err =
         stderr.recv_timeout(rest).map_err(|_| format!("`{what}` exited ({status}) but its stderr stayed open"))?;
     Ok(Output { status, stdout: out, stderr: err })
+}
+
+/// `ctr`'s stderr less what ctr 2.x says about this host whatever the
+/// runtime (its warning that cgroup v1 is deprecated), so that the two
+/// shims' sessions compare on what the container wrote.
+fn without_host_warnings(stderr: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(stderr);
+    let kept: Vec<&str> = text
+        .split_inclusive('\n')
+        .filter(|l| !(l.contains("level=warning") && l.contains("DEPRECATION: The support for cgroup v1")))
+        .collect();
+    kept.concat().into_bytes()
 }
 
 /// Lays out a root filesystem holding the host's static busybox in `dir`
@@ -511,7 +534,10 @@ impl Containerd {
         let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
         let what = describe("ctr", &args);
         match run_bounded(self.ctr_command(&args), CTR_TIMEOUT, &what) {
-            Ok(out) => out,
+            Ok(mut out) => {
+                out.stderr = without_host_warnings(&out.stderr);
+                out
+            }
             Err(e) => panic!("{e}\ncontainerd log:\n{}", self.log_tail()),
         }
     }

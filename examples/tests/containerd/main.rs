@@ -20,6 +20,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use harness::{require_containerd, text, Containerd, CriSetup, Event, Runtime, WAIT};
+use prost::Message;
 
 /// The `nth` (from 0) event of `topic` among `events`.
 fn nth_event<'a>(events: &'a [Event], topic: &str, nth: usize) -> &'a Event {
@@ -639,6 +640,89 @@ fn rshim_log_uris() {
         return;
     }
     log_uris(&rshim());
+}
+
+/// What containerd says in its log about the shim of a `ctr run --rm`
+/// session: its warnings and errors that name the shim, the runtime or
+/// `shim` at all, and the task API version of its "connecting to shim"
+/// lines.
+fn shim_log_lines(rt: &Runtime) -> (Vec<String>, Vec<String>) {
+    let cd = Containerd::start();
+    let rootfs = cd.rootfs("g1");
+    let out = cd.run(rt, &["--rm", "--rootfs", path_str(&rootfs).as_str(), "g1", "/bin/sh", "-c", "echo hi"]);
+    cd.check_ok(&out, "ctr run --rm g1");
+    cd.assert_no_leftovers();
+    let log = cd.log();
+    let complaints = log
+        .lines()
+        .filter(|l| l.contains("level=error") || l.contains("level=warning"))
+        .filter(|l| l.contains("shim") || l.contains(rt.name()) || l.contains("runtime info"))
+        .map(String::from)
+        .collect();
+    let versions = log
+        .lines()
+        .filter(|l| l.contains("msg=\"connecting to shim"))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("version=")).map(String::from))
+        .collect();
+    (complaints, versions)
+}
+
+/// The `msg` of a containerd log line.
+fn log_message(line: &str) -> String {
+    line.split_once("msg=\"")
+        .map(|(_, rest)| rest.split('"').next().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// containerd 2.3 and later drive a shim that answers their bootstrap with
+/// task API v3 (containerd's "connecting to shim" line says `version=3`),
+/// and run `<shim> -info` before each create: ours answers both, so the log
+/// has no warning or error about our shim that it does not have about the
+/// Go shim. Through 1.6 (Debian's), 1.6's plain address: version 2.
+#[test]
+fn the_log_has_nothing_about_our_shim_and_the_api_version_is_containerds_newest() {
+    if !require_containerd() {
+        return;
+    }
+    let major = harness::containerd_major_version();
+    let expected = if major >= 2 { "3" } else { "2" };
+    let mut messages = Vec::new();
+    for rt in [Runtime::reference(), rshim()] {
+        let (complaints, versions) = shim_log_lines(&rt);
+        assert!(
+            versions.iter().all(|v| v == expected),
+            "{}: containerd {major} connected with {versions:?}",
+            rt.name()
+        );
+        if major >= 2 {
+            assert!(!versions.is_empty(), "{}: no \"connecting to shim\" line", rt.name());
+        }
+        messages.push((complaints.iter().map(|l| log_message(l)).collect::<Vec<_>>(), complaints));
+    }
+    let [(go, _), (ours, lines)] = &messages[..] else { unreachable!() };
+    let only_ours: Vec<&String> = lines.iter().zip(ours).filter(|(_, m)| !go.contains(m)).map(|(l, _)| l).collect();
+    assert_eq!(only_ours, Vec::<&String>::new(), "containerd {major} says of our shim only; of the Go shim: {go:?}");
+}
+
+/// `-info` prints a `RuntimeInfo` with runc's features, as containerd 2.2
+/// and later read it (also where no containerd 2.x is installed).
+#[test]
+fn info_prints_the_runtime_info_with_runcs_features() {
+    if !require_containerd() {
+        return;
+    }
+    let shim = env!("CARGO_BIN_EXE_containerd-shim-rshim-v1");
+    let mut cmd = std::process::Command::new(shim);
+    cmd.arg("-info");
+    let out = harness::run_bounded(cmd, WAIT, "shim -info").unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+    let info = shim_transport_ttrpc::proto::containerd::types::RuntimeInfo::decode(out.stdout.as_slice()).unwrap();
+    assert_eq!(info.name, "io.containerd.rshim.v1");
+    let features = info.features.expect("runc's features");
+    assert_eq!(features.type_url, shim_transport_ttrpc::bootstrap::FEATURES_TYPE_URL);
+    let json: serde_json::Value = serde_json::from_slice(&features.value).unwrap();
+    assert!(json["ociVersionMin"].is_string(), "{json}");
 }
 
 /// The image CRI runs as every pod's sandbox (its "pause" container).

@@ -44,6 +44,11 @@ use crate::status::{status, Code};
 /// The ttrpc service name of the task API.
 pub const SERVICE: &str = "containerd.task.v2.Task";
 
+/// The ttrpc service name of task API v3 (containerd 2.3 and later, after
+/// the bootstrap, see [`bootstrap`](crate::bootstrap)). Its methods and
+/// messages are v2's on the wire, so one service answers both names.
+pub const SERVICE_V3: &str = "containerd.task.v3.Task";
+
 /// How long `Delete` waits for the init's exit to be forwarded before it
 /// publishes `/tasks/delete` anyway.
 const EXIT_FORWARD_WAIT: Duration = Duration::from_secs(5);
@@ -186,7 +191,8 @@ impl TaskService {
                 empty()
             }
             other => {
-                return Err(status(Code::Unimplemented, format!("{SERVICE}/{other} is not a method of this shim")))
+                let service = &req.service;
+                return Err(status(Code::Unimplemented, format!("{service}/{other} is not a method of this shim")));
             }
         })
     }
@@ -195,7 +201,7 @@ impl TaskService {
 #[async_trait]
 impl Service for TaskService {
     async fn handle(&self, req: Request) -> Result<Vec<u8>, Status> {
-        if req.service != SERVICE {
+        if req.service != SERVICE && req.service != SERVICE_V3 {
             return Err(status(Code::Unimplemented, format!("service {:?} is not served here", req.service)));
         }
         self.handle_call(req).await
