@@ -32,7 +32,7 @@ pub const TASK_API_VERSION: i32 = 3;
 /// What `start` found on its stdin.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StartInput {
-    /// containerd 2.3's bootstrap: answer with [`bootstrap_answer`].
+    /// containerd 2.3's bootstrap: answer with [`start_answer`]'s `BootstrapResult`.
     Bootstrap(BootstrapParams),
     /// containerd 1.6 to 2.2: the runtime options, if any; answer with the
     /// plain address.
