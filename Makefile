@@ -65,6 +65,10 @@ test: deps
 	else \
 		echo "make test: skipping the containerd 2.x leg: $(CONTAINERD2_TGZ) not found"; \
 	fi
+	@# cgroup v2 and systemd: the runc conformance suite, the v2 checks and a
+	@# containerd subset in a guest kernel (QEMU, installed on first use), so
+	@# this machine's own cgroups are never touched. See tests/guest/.
+	python3 tests/guest/legs.py cgroup2 systemd
 	@# The fuzz targets are only checked to compile here; `make fuzz` runs them.
 	$(CARGO) check --manifest-path fuzz/Cargo.toml --bins
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps

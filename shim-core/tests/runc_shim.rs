@@ -532,3 +532,52 @@ async fn checkpoint_is_refused_with_criu_checks_reason_where_criu_cannot_work() 
     }
     assert_eq!(ok(fx.shim.state(StateRequest {}).await), StateResponse::default());
 }
+
+/// The cgroup v2 paths on a real v2 host (the guest legs of `make test`; on
+/// a v1 host it says so and returns): Stats reads the container's own
+/// unified directory (`memory.stat` with `inactive_file`, `memory.events`,
+/// `pids.current` counting its processes, the raw `memory.max`), Pause
+/// freezes it through `cgroup.freeze`, ListPids lists `cgroup.procs`.
+/// With `SHIM_SYSTEMD_CGROUP=1` (the systemd leg) the container is in the
+/// scope systemd made for it. `SHIM_REQUIRE_CGROUP2=1` (set by the legs)
+/// turns a v1 host into a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_cgroup_v2_stats_pause_and_pids_use_the_unified_files() {
+    if !require_runc() {
+        return;
+    }
+    let v2 = std::fs::read_to_string("/proc/self/mountinfo")
+        .is_ok_and(|m| m.lines().any(|l| l.contains(" /sys/fs/cgroup ") && l.contains(" - cgroup2 ")));
+    if !v2 {
+        assert_ne!(std::env::var("SHIM_REQUIRE_CGROUP2").as_deref(), Ok("1"), "this host is not cgroup v2");
+        eprintln!("skipping: this host is cgroup v1 (the guest legs of make test run it)");
+        return;
+    }
+    let fx = Fixture::new("v2");
+    let bundle = fx.bundle(BundleBuilder::new().args(["sleep", "1000"]).memory_limit(64 << 20));
+    let init = fx.create(&bundle, false, "", "", "").await;
+    ok(within(fx.shim.start(StartRequest {})).await);
+    let cgroup = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap_or_default();
+    let rel = cgroup.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or_else(|| panic!("{cgroup}"));
+    if std::env::var("SHIM_SYSTEMD_CGROUP").as_deref() == Ok("1") {
+        // runc's systemd driver, without a cgroupsPath: a scope of its own
+        // under system.slice, made by systemd.
+        assert_eq!(rel, format!("/system.slice/runc-{}.scope", fx.id));
+    }
+    let dir = Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
+    let stats = ok(within(fx.shim.stats(StatsRequest {})).await);
+    assert_eq!(stats.cgroup_version, 2, "{stats:?}");
+    let mem = stats.memory.clone().unwrap_or_default();
+    assert_eq!(mem.limit_raw, 64 << 20, "{mem:?}");
+    assert!(mem.stat.contains_key("inactive_file"), "{mem:?}");
+    assert!(mem.events.contains_key("oom_kill"), "{mem:?}");
+    assert!(stats.pids.as_ref().is_some_and(|p| p.current >= 1), "{stats:?}");
+    ok(within(fx.shim.pause(PauseRequest {})).await);
+    let frozen = std::fs::read_to_string(dir.join("cgroup.freeze")).unwrap_or_default();
+    assert_eq!(frozen.trim(), "1", "{}", dir.display());
+    ok(within(fx.shim.resume(ResumeRequest {})).await);
+    assert_eq!(std::fs::read_to_string(dir.join("cgroup.freeze")).unwrap_or_default().trim(), "0");
+    let listed = ok(within(fx.shim.list_pids(ListPidsRequest {})).await);
+    assert_eq!(listed.processes.iter().map(|p| p.pid).collect::<Vec<_>>(), [init]);
+    ok(within(fx.shim.delete(DeleteRequest { pid: init })).await);
+}

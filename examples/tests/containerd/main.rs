@@ -601,11 +601,15 @@ fn log_uris(rt: &Runtime) {
     let file = logs.join("sub").join("l1.log");
     let uri = format!("file://{}", path_str(&file));
     let script = "echo out; echo err >&2";
-    let out = cd.run(rt, &["--rm", "--log-uri", &uri, "--rootfs", rootfs, "l1", "/bin/sh", "-c", script]);
-    cd.check_ok(&out, "ctr run --log-uri file://");
-    // The Go shim reports the exit before its copies end: a moment later
-    // the file has both lines (ours has them by then).
+    let out = cd.run(rt, &["-d", "--log-uri", &uri, "--rootfs", rootfs, "l1", "/bin/sh", "-c", script]);
+    cd.check_ok(&out, "ctr run -d --log-uri file://");
+    // Read before the task is deleted: the Go shim reports the exit before
+    // its copies end, and a delete right after the exit (`--rm`) can cut
+    // them short (seen on a slow CPU: "err" lost); ours has both by its exit.
     wait_for_text(&file, &["out\n", "err\n"]);
+    cd.wait_task_status("l1", "STOPPED", WAIT);
+    cd.ctr_ok(["task", "delete", "l1"]);
+    cd.ctr_ok(["container", "delete", "l1"]);
 
     // A logger as simple as can be: ready at once (fd 5 closed), each stream
     // to its own file. Its environment holds only what the shim gives it.

@@ -305,7 +305,10 @@ fn runc_binary_from(var: Option<OsString>) -> String {
 /// runtime binary of [`runc_binary`], so that `SHIM_RUNC` selects the binary
 /// the shims under test run, not only the one the availability check finds.
 pub fn runc_config(work_dir: impl Into<PathBuf>) -> crate::RuncConfig {
-    crate::RuncConfig::new(work_dir).runtime(runc_binary())
+    // The systemd leg of `make test` (a guest with systemd as PID 1) runs the
+    // same tests with runc's systemd cgroup driver.
+    let systemd = std::env::var("SHIM_SYSTEMD_CGROUP").as_deref() == Ok("1");
+    crate::RuncConfig::new(work_dir).runtime(runc_binary()).systemd_cgroup(systemd)
 }
 
 /// Why runc-backed tests cannot run on this machine, if they cannot.
