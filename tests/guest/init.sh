@@ -25,6 +25,17 @@ $B mount --move /sys "$R/sys"
 $B mount --move /dev "$R/dev"
 $B mkdir -p "$R/run/guest"
 $B mount --move /mnt/results "$R/run/guest"
+# A fresh /tmp (the tests' temporary directories, containerd's overlay
+# snapshots: an overlay cannot take an overlay as its upper layer), and the
+# command's directory, if it is under the host's /tmp, overlaid at its path.
+$B mount -t tmpfs -o mode=1777 tmpfs "$R/tmp"
+CWD=$($B cat "$R/run/guest/cwd")
+case "$CWD" in
+    /tmp/*)
+        $B mkdir -p /mnt/rw/cwd/upper /mnt/rw/cwd/work "$R$CWD"
+        $B mount -t overlay -o "lowerdir=/mnt/host$CWD,upperdir=/mnt/rw/cwd/upper,workdir=/mnt/rw/cwd/work" overlay "$R$CWD"
+        ;;
+esac
 # systemd takes a root with /.dockerenv for a container.
 $B rm -f "$R/.dockerenv"
 if [ "$($B cat "$R/run/guest/mode")" = systemd ]; then
@@ -41,7 +52,6 @@ fi
 # container's mount namespace, whose root must be a real one).
 $B cat > "$R/run/guest-stage2" <<'EOF2'
 B=/bin/busybox
-$B mount -t tmpfs -o mode=1777 tmpfs /tmp
 $B mkdir -p /dev/pts /dev/shm
 $B mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts
 $B ln -sf pts/ptmx /dev/ptmx

@@ -187,7 +187,7 @@ ExecStart=/bin/sh -c 'echo "{mark}"; /bin/sh /guest/run.sh; echo $? > /guest/sta
 # The guest's own words after the command: the kernel's (also right after
 # output without a final newline), and systemd's.
 KERNEL = re.compile(rb"\[\s*\d+\.\d+\] .*$")
-NOISE = re.compile(rb"^Powering off\.$")
+NOISE = re.compile(rb"^\s*Powering off\.\s*$")
 
 
 def emit(data):
@@ -295,6 +295,7 @@ def main():
             r = Path(results)
             (r / "run.sh").write_text(script(command, args.cwd))
             (r / "mode").write_text("systemd" if args.systemd else "cgroup2")
+            (r / "cwd").write_text(args.cwd)
             (r / "guest-command.service").write_text(UNIT.format(mark=MARK))
             (r / "guest.target").write_text(TARGET)
             status = boot(vmlinux, initrd, r, args.systemd, args.boot_timeout, args.timeout, args.memory, args.cpus)
