@@ -271,7 +271,7 @@ pub fn of_cgroup(paths: &CgroupPaths) -> Result<StatsResponse> {
     // Removed while being read: what was read may be partly zeros.
     if !dir.exists() {
         return Err(ShimError::FailedPrecondition(format!(
-            "the container's cgroup {} was removed while its stats were read",
+            "the container's cgroup {} no longer exists (removed while its stats were read)",
             dir.display()
         )));
     }
