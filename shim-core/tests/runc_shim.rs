@@ -16,7 +16,13 @@ use shim_core::testing::{
 };
 use shim_core::{Code, EventStream, RuncShim, Shim, StreamExt};
 
-const T: Duration = Duration::from_secs(30);
+/// The bound of one step: 30 s, times `SHIM_TEST_TIME_SCALE` where the CPU
+/// is emulated (the guest legs set it: many concurrent runc calls there take
+/// longer than 30 s while nothing is stuck).
+fn t() -> Duration {
+    let scale = std::env::var("SHIM_TEST_TIME_SCALE").ok().and_then(|s| s.parse::<u32>().ok()).unwrap_or(1);
+    Duration::from_secs(30) * scale.max(1)
+}
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -103,7 +109,8 @@ fn kinds(events: &[Event]) -> Vec<(EventType, u32, u32)> {
 }
 
 async fn within<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(T, f).await.unwrap_or_else(|_| panic!("timed out after {T:?}"))
+    let t = t();
+    tokio::time::timeout(t, f).await.unwrap_or_else(|_| panic!("timed out after {t:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,8 +131,9 @@ async fn lifecycle_with_fifo_stdio() {
     assert_eq!(st.processes, vec![Process::new(pid, State::Running)]);
 
     ok(within(fx.shim.start(StartRequest {})).await);
-    let seen =
-        collect_events(&mut events, T, |e| e.r#type == EventType::Exit as i32).await.unwrap_or_else(|e| panic!("{e}"));
+    let seen = collect_events(&mut events, t(), |e| e.r#type == EventType::Exit as i32)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         kinds(&seen),
         vec![(EventType::Created, pid, 0), (EventType::Started, pid, 0), (EventType::Exit, pid, 3)]
@@ -180,7 +188,7 @@ async fn fifty_concurrent_execs_each_exit_once() {
     }
     let mut exits = std::collections::HashMap::new();
     let mut added = std::collections::HashSet::new();
-    let _ = collect_events(&mut events, T, |e| {
+    let _ = collect_events(&mut events, t(), |e| {
         if e.r#type == EventType::ExecAdded as i32 {
             added.insert(e.pid);
         }
@@ -199,7 +207,7 @@ async fn fifty_concurrent_execs_each_exit_once() {
     // A duplicate EXIT could still be on its way: end the stream with the
     // init's EXIT, which comes after every exec's, and look at what came.
     ok(within(fx.shim.kill(KillRequest { pid: init, signal: 9, all: false })).await);
-    let rest = collect_events(&mut events, T, |e| e.r#type == EventType::Exit as i32 && e.pid == init)
+    let rest = collect_events(&mut events, t(), |e| e.r#type == EventType::Exit as i32 && e.pid == init)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let late: Vec<_> = rest.iter().filter(|e| e.pid != init).collect();
@@ -219,8 +227,9 @@ async fn oom_is_reported_before_the_exit() {
     let mut events = fx.events().await;
     let pid = within(fx.create(&bundle, false, "", "", "")).await;
     ok(within(fx.shim.start(StartRequest {})).await);
-    let seen =
-        collect_events(&mut events, T, |e| e.r#type == EventType::Exit as i32).await.unwrap_or_else(|e| panic!("{e}"));
+    let seen = collect_events(&mut events, t(), |e| e.r#type == EventType::Exit as i32)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         kinds(&seen),
         vec![
