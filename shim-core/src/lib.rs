@@ -70,6 +70,7 @@
 //! # }
 //! ```
 
+pub mod cgroup;
 pub mod container;
 pub mod error;
 pub mod events;

@@ -6,11 +6,9 @@
 //! tested from fixtures (this project's hosts are cgroup v1; v2 is tested
 //! only that way).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
 use shim_proto::v1::{BlkioEntry, BlkioStats, CpuStats, MemoryStats, PidsStats, StatsResponse};
 
+pub use crate::cgroup::CgroupPaths;
 use crate::error::{Result, ShimError};
 
 /// `USER_HZ`: the unit of `cpuacct.stat` on every Linux architecture.
@@ -19,61 +17,6 @@ const NANOS_PER_TICK: u64 = 1_000_000_000 / TICKS_PER_SECOND;
 /// What cgroup v1 reports as "no limit" (`PAGE_COUNTER_MAX` pages, rounded
 /// to a page): anything this large is reported as 0, "unlimited".
 const V1_UNLIMITED: u64 = 0x7FFF_FFFF_FFFF_F000;
-
-/// Where a process's cgroups are: the controllers' directories on v1, the
-/// one unified directory on v2.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CgroupPaths {
-    /// cgroup v1: the directory of each controller.
-    V1(HashMap<String, PathBuf>),
-    /// cgroup v2: the process's directory in the unified hierarchy.
-    V2(PathBuf),
-}
-
-impl CgroupPaths {
-    /// From the text of `/proc/PID/cgroup`, with the hierarchy mounted at
-    /// `root` (`/sys/fs/cgroup`). v1 when any named controller is listed.
-    pub fn parse(proc_cgroup: &str, root: &Path) -> Option<Self> {
-        let mut v1 = HashMap::new();
-        let mut unified = None;
-        for line in proc_cgroup.lines() {
-            let mut parts = line.splitn(3, ':');
-            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            let rel = path.trim_start_matches('/');
-            if controllers.is_empty() {
-                unified = Some(root.join(rel));
-                continue;
-            }
-            for controller in controllers.split(',') {
-                // The mount point is named after the controllers it holds,
-                // e.g. cpu,cpuacct; the single-name links point to it.
-                let controller = controller.trim_start_matches("name=");
-                v1.insert(controller.to_string(), root.join(controller).join(rel));
-            }
-        }
-        if !v1.is_empty() {
-            Some(Self::V1(v1))
-        } else {
-            unified.map(Self::V2)
-        }
-    }
-
-    /// The directory of the memory controller (v1) or the unified one.
-    pub fn memory_dir(&self) -> Option<&Path> {
-        match self {
-            CgroupPaths::V1(dirs) => dirs.get("memory").map(PathBuf::as_path),
-            CgroupPaths::V2(dir) => Some(dir),
-        }
-    }
-
-    /// The paths of process `pid`.
-    pub fn of_pid(pid: u32) -> Result<Self> {
-        let path = format!("/proc/{pid}/cgroup");
-        let text = std::fs::read_to_string(&path).map_err(|e| ShimError::io(format!("cannot read {path}"), e))?;
-        Self::parse(&text, Path::new("/sys/fs/cgroup"))
-            .ok_or_else(|| ShimError::Internal(format!("{path} names no cgroup: {:?}", text.trim())))
-    }
-}
 
 /// A single number in a file, or 0 (missing file, `max`).
 fn number(text: &str) -> u64 {
@@ -285,6 +228,8 @@ pub fn of_pid(pid: u32) -> Result<StatsResponse> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     /// Files held in memory, by name.
@@ -294,20 +239,6 @@ mod tests {
         fn read(&self, _controller: &str, file: &str) -> String {
             self.0.get(file).map(|s| s.to_string()).unwrap_or_default()
         }
-    }
-
-    #[test]
-    fn proc_cgroup_of_both_hierarchies() {
-        let v1 = "12:pids:/runc/c1\n4:memory:/runc/c1\n3:cpu,cpuacct:/runc/c1\n1:name=systemd:/x\n0::/\n";
-        let Some(CgroupPaths::V1(dirs)) = CgroupPaths::parse(v1, Path::new("/sys/fs/cgroup")) else { panic!("not v1") };
-        assert_eq!(dirs.get("memory"), Some(&PathBuf::from("/sys/fs/cgroup/memory/runc/c1")));
-        assert_eq!(dirs.get("cpuacct"), Some(&PathBuf::from("/sys/fs/cgroup/cpuacct/runc/c1")));
-        // A hybrid host (v1 controllers and the unified mount) is v1.
-        let paths = CgroupPaths::parse(v1, Path::new("/sys/fs/cgroup"));
-        assert_eq!(paths.as_ref().and_then(CgroupPaths::memory_dir), Some(Path::new("/sys/fs/cgroup/memory/runc/c1")));
-        let v2 = CgroupPaths::parse("0::/system.slice/runc-c1.scope\n", Path::new("/sys/fs/cgroup"));
-        assert_eq!(v2, Some(CgroupPaths::V2(PathBuf::from("/sys/fs/cgroup/system.slice/runc-c1.scope"))));
-        assert_eq!(CgroupPaths::parse("garbage", Path::new("/")), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //!   TOML file; newer containerd releases instead put the runtime's whole
 //!   `options` table in `config_body` when no path is set. Either way the
 //!   keys are those of containerd's runc options table: `BinaryName`,
-//!   `Root`, `SystemdCgroup`, `NoPivotRoot`; others are ignored, as CRI's
+//!   `Root`, `SystemdCgroup`, `NoPivotRoot`, `ShimCgroup`; others are ignored, as CRI's
 //!   table may hold keys meant for someone else. `ctr run
 //!   --runtime-config-path FILE` sends this form too.
 //!
@@ -40,6 +40,9 @@ pub struct RuncOptions {
     pub systemd_cgroup: bool,
     /// Run the runtime with `--no-pivot`.
     pub no_pivot_root: bool,
+    /// The cgroup a new shim process joins at `start` (from each
+    /// hierarchy's root); empty: the one it was started in.
+    pub shim_cgroup: String,
 }
 
 /// The same options as written in a TOML table.
@@ -50,6 +53,7 @@ struct TomlOptions {
     root: String,
     systemd_cgroup: bool,
     no_pivot_root: bool,
+    shim_cgroup: String,
 }
 
 /// `containerd.runc.v1.Options`: the fields of it this shim reads.
@@ -57,6 +61,8 @@ struct TomlOptions {
 struct ProtoOptions {
     #[prost(bool, tag = "1")]
     no_pivot_root: bool,
+    #[prost(string, tag = "3")]
+    shim_cgroup: String,
     #[prost(string, tag = "6")]
     binary_name: String,
     #[prost(string, tag = "7")]
@@ -122,6 +128,7 @@ impl RuncOptions {
                     root: p.root,
                     systemd_cgroup: p.systemd_cgroup,
                     no_pivot_root: p.no_pivot_root,
+                    shim_cgroup: p.shim_cgroup,
                 }
             }
             "runtimeoptions.v1.Options" => {
@@ -154,6 +161,7 @@ impl RuncOptions {
             root: t.root,
             systemd_cgroup: t.systemd_cgroup,
             no_pivot_root: t.no_pivot_root,
+            shim_cgroup: t.shim_cgroup,
         })
     }
 
@@ -209,22 +217,34 @@ mod tests {
 
     #[test]
     fn runc_options_decode() {
-        let p =
-            ProtoOptions { no_pivot_root: true, binary_name: "crun".into(), root: "/r".into(), systemd_cgroup: true };
+        let p = ProtoOptions {
+            no_pivot_root: true,
+            binary_name: "crun".into(),
+            root: "/r".into(),
+            systemd_cgroup: true,
+            shim_cgroup: "/shims".into(),
+        };
         let o = RuncOptions::from_any(&any("containerd.runc.v1.Options", p.encode_to_vec())).unwrap_or_default();
-        assert_eq!(
-            o,
-            RuncOptions { binary_name: "crun".into(), root: "/r".into(), systemd_cgroup: true, no_pivot_root: true }
-        );
+        let want = RuncOptions {
+            binary_name: "crun".into(),
+            root: "/r".into(),
+            systemd_cgroup: true,
+            no_pivot_root: true,
+            shim_cgroup: "/shims".into(),
+        };
+        assert_eq!(o, want);
     }
 
     #[test]
     fn config_body_and_unknown_keys() {
-        let body = b"SystemdCgroup = true\nRoot = \"/run/x\"\nSomethingElse = 3\n[nested]\nk = 1\n".to_vec();
+        let body =
+            b"SystemdCgroup = true\nRoot = \"/run/x\"\nShimCgroup = \"/s\"\nSomethingElse = 3\n[nested]\nk = 1\n"
+                .to_vec();
         let c = ConfigOptions { type_url: String::new(), config_path: String::new(), config_body: body };
         let o = RuncOptions::from_any(&any("runtimeoptions.v1.Options", c.encode_to_vec()));
         let o = o.unwrap_or_else(|e| panic!("{e}"));
         assert!(o.systemd_cgroup);
+        assert_eq!(o.shim_cgroup, "/s");
         assert_eq!(o.runtime_root(Some("k8s.io")), Some(PathBuf::from("/run/x/k8s.io")));
         assert_eq!(o.binary_name, "");
     }

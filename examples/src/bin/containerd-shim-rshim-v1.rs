@@ -162,9 +162,8 @@ fn start(args: &Args) -> Result<(), String> {
         return Err("start needs -namespace and -id".into());
     }
     let bundle = std::env::current_dir().map_err(|e| format!("cannot read the working directory (the bundle): {e}"))?;
-    // containerd 2.3's bootstrap, or the runtime options CRI passes to
-    // older ones (nothing in those is needed here, but they are read so a
-    // writer never blocks on a full pipe).
+    // containerd 2.3's bootstrap, or the runtime options alone (older
+    // releases): read whole, so the writer never blocks on a full pipe.
     let mut stdin = Vec::new();
     let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut stdin);
     let input = StartInput::parse(&stdin, &args.id);
@@ -185,6 +184,13 @@ fn start(args: &Args) -> Result<(), String> {
         write_address(&bundle, &address)?;
         return answer(&input, &address);
     }
+    // Of the options only `ShimCgroup` matters here, for a new shim; a
+    // config file that cannot be used fails now, naming the file, as the
+    // container's Create would.
+    let options = match input.options() {
+        Some(any) => RuncOptions::from_any(any).map_err(|e| e.to_string())?,
+        None => RuncOptions::default(),
+    };
     let listener = bind(&path)?;
     // A `start` that waited for the lock now finds this socket listening.
     drop(lock);
@@ -208,10 +214,31 @@ fn start(args: &Args) -> Result<(), String> {
             };
             std::process::exit(code);
         }
-        Ok(nix::unistd::ForkResult::Parent { .. }) => drop(listener),
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            drop(listener);
+            if let Err(e) = join_shim_cgroup(&options.shim_cgroup, child) {
+                // As containerd's runc shim: no shim outside the cgroup
+                // asked for.
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        }
     }
     write_address(&bundle, &address)?;
     answer(&input, &address)
+}
+
+/// Moves the new shim server `pid` into `cgroup` (the `ShimCgroup` option,
+/// from each hierarchy's root), unless it is empty.
+fn join_shim_cgroup(cgroup: &str, pid: nix::unistd::Pid) -> Result<(), String> {
+    if cgroup.is_empty() {
+        return Ok(());
+    }
+    let pid = u32::try_from(pid.as_raw()).map_err(|e| format!("shim pid {pid}: {e}"))?;
+    shim_core::cgroup::CgroupPaths::named_here(cgroup)
+        .and_then(|paths| paths.add_process(pid))
+        .map_err(|e| format!("cannot place the shim in its ShimCgroup {cgroup:?}: {e}"))
 }
 
 /// Prints `start`'s answer (see [`start_answer`]) and nothing else.

@@ -740,13 +740,22 @@ const SANDBOX_IMAGE: &str = "docker.io/library/pause-test:latest";
 /// `RSHIM_BIN` names another build of our shim (a measurement takes the
 /// operator build of `make daemon`); by default, the one cargo built.
 fn cri_setup() -> CriSetup {
+    cri_setup_with("")
+}
+
+/// [`cri_setup`] with `options` (TOML lines of containerd's runc option
+/// names) added to both runtimes' options: the Go shim's table and our
+/// runtime's config file.
+fn cri_setup_with(options: &str) -> CriSetup {
+    let options = options.to_string();
     let built = Path::new(env!("CARGO_BIN_EXE_containerd-shim-rshim-v1"));
     let shim = std::env::var_os("RSHIM_BIN").map(std::path::PathBuf::from).unwrap_or_else(|| built.to_path_buf());
     CriSetup {
         shim_dir: shim.parent().expect("the shim binary is in a directory").to_path_buf(),
-        plugin_toml: Box::new(|dir: &Path| {
+        plugin_toml: Box::new(move |dir: &Path| {
             let d = path_str(dir);
-            std::fs::write(dir.join("rshim.toml"), format!("Root = \"{d}/runc\"\n")).unwrap();
+            std::fs::write(dir.join("rshim.toml"), format!("Root = \"{d}/runc\"\n{options}")).unwrap();
+            let runc_options: String = options.lines().map(|l| format!("          {l}\n")).collect();
             format!(
                 r#"
   [plugins."io.containerd.grpc.v1.cri"]
@@ -761,7 +770,7 @@ fn cri_setup() -> CriSetup {
         runtime_type = "io.containerd.runc.v2"
         [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
           Root = "{d}/runc"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.rshim]
+{runc_options}      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.rshim]
         runtime_type = "io.containerd.rshim.v1"
         [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.rshim.options]
           ConfigPath = "{d}/rshim.toml"

@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use super::cri::{self, Cri};
-use super::harness::{require_containerd, Containerd, WAIT};
-use super::{cri_setup, path_str, SANDBOX_IMAGE};
+use super::harness::{require_containerd, Containerd, CriSetup, WAIT};
+use super::{cri_setup, cri_setup_with, path_str, SANDBOX_IMAGE};
 
 /// The two runtime handlers, and the binary each starts.
 const HANDLERS: [(&str, &str); 2] = [("runc", "containerd-shim-runc-v2"), ("rshim", "containerd-shim-rshim-v1")];
@@ -30,6 +30,19 @@ impl<'a> Pod<'a> {
     /// (`cri::CONTAINER`) or one for the pod (`cri::POD`,
     /// `shareProcessNamespace`). Imports the sandbox and busybox images.
     pub async fn run(cd: &'a Containerd, handler: &str, name: &str, pid_mode: i32) -> Pod<'a> {
+        match Self::try_run(cd, handler, name, pid_mode).await {
+            Ok(pod) => pod,
+            Err(e) => panic!("RunPodSandbox: {e}\ncontainerd log:\n{}", cd.log_tail()),
+        }
+    }
+
+    /// [`run`](Self::run), with RunPodSandbox's error returned.
+    pub async fn try_run(
+        cd: &'a Containerd,
+        handler: &str,
+        name: &str,
+        pid_mode: i32,
+    ) -> Result<Pod<'a>, tonic::Status> {
         assert_eq!(cd.import_image_running("pause-test", &["/bin/sleep", "1000000"]), SANDBOX_IMAGE);
         let image = cd.import_image("busybox-test");
         let mut client = Cri::connect(cd.address()).await;
@@ -51,11 +64,8 @@ impl<'a> Pod<'a> {
             }),
         };
         let run = cri::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: handler.into() };
-        let sandbox: cri::RunPodSandboxResponse = match client.call("RunPodSandbox", run).await {
-            Ok(r) => r,
-            Err(e) => panic!("RunPodSandbox: {e}\ncontainerd log:\n{}", cd.log_tail()),
-        };
-        Pod { cd, client, id: sandbox.pod_sandbox_id, config, image, pid_mode }
+        let sandbox: cri::RunPodSandboxResponse = client.call("RunPodSandbox", run).await?;
+        Ok(Pod { cd, client, id: sandbox.pod_sandbox_id, config, image, pid_mode })
     }
 
     /// Panics with the call, its error and containerd's log.
@@ -171,7 +181,15 @@ fn with_cri<F>(test: F)
 where
     F: for<'c> FnOnce(&'c Containerd) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'c>>,
 {
-    let cd = Containerd::start_cri(cri_setup());
+    with_cri_setup(cri_setup(), test)
+}
+
+/// [`with_cri`] with the CRI configuration `setup`.
+fn with_cri_setup<F>(setup: CriSetup, test: F)
+where
+    F: for<'c> FnOnce(&'c Containerd) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'c>>,
+{
+    let cd = Containerd::start_cri(setup);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     rt.block_on(test(&cd));
     cd.assert_no_leftovers();
@@ -471,4 +489,74 @@ fn shim_memory_of_pods() {
             }
         })
     });
+}
+
+/// Whether the host's cgroups are v2 (the guest legs); on v1 (this project's
+/// hosts) the test is skipped, as it would make a cgroup of the host's.
+/// `SHIM_REQUIRE_CGROUP2=1` (set by the legs) fails instead.
+fn cgroup2_or_skip(test: &str) -> bool {
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        return true;
+    }
+    assert_ne!(std::env::var("SHIM_REQUIRE_CGROUP2").as_deref(), Ok("1"), "this host is not cgroup v2");
+    eprintln!("{test}: skipped, the host's cgroups are v1 and it would make one of the host's");
+    false
+}
+
+/// The runc option `ShimCgroup` puts a pod's shim in that cgroup when it
+/// starts, and nothing else of the pod; a cgroup that does not exist fails
+/// RunPodSandbox with an error naming it.
+fn shim_cgroup_holds_the_shim(handler: &'static str) {
+    let name = format!("rshim-test-shims-{}", std::process::id());
+    let dir = std::path::Path::new("/sys/fs/cgroup").join(&name);
+    if let Err(e) = std::fs::create_dir(&dir) {
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "mkdir {}: {e}", dir.display());
+    }
+    let setup = cri_setup_with(&format!("ShimCgroup = \"/{name}\"\n"));
+    let (name2, dir2) = (name.clone(), dir.clone());
+    with_cri_setup(setup, move |cd| {
+        let (name, dir) = (name2, dir2);
+        Box::pin(async move {
+            let mut pod = Pod::run(cd, handler, "placed", cri::CONTAINER).await;
+            let a = pod.start_container("a", &["/bin/sleep", "1003"]).await;
+            let shims = cd.all_shim_pids();
+            assert_eq!(shims.len(), 1, "shims of the pod: {shims:?}");
+            let own = std::fs::read_to_string(format!("/proc/{}/cgroup", shims[0])).unwrap_or_default();
+            assert_eq!(own.trim(), format!("0::/{name}"), "the shim's cgroup");
+            let members = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            assert_eq!(members.trim(), shims[0].to_string(), "the shim alone is in {name}");
+            pod.stop_and_remove(&a, 1).await;
+            pod.remove().await;
+            wait_until("the pod's shim exits with it", || cd.all_shim_pids().is_empty()).await;
+        })
+    });
+    // A cgroup that is not there: the pod does not start, and says why.
+    let missing = format!("{name}-missing");
+    with_cri_setup(cri_setup_with(&format!("ShimCgroup = \"/{missing}\"\n")), move |cd| {
+        Box::pin(async move {
+            match Pod::try_run(cd, handler, "unplaced", cri::CONTAINER).await {
+                Ok(pod) => panic!("a pod whose shim cgroup is missing started: {}", pod.id),
+                Err(e) => assert!(e.message().contains(&missing), "the error names the cgroup: {e}"),
+            }
+            assert!(cd.all_shim_pids().is_empty(), "no shim is left: {:?}", cd.all_shim_pids());
+        })
+    });
+    // Empty once its shim has gone; with_cri_setup waited for that.
+    std::fs::remove_dir(&dir).unwrap_or_else(|e| panic!("rmdir {}: {e}", dir.display()));
+}
+
+#[test]
+fn reference_shim_cgroup_holds_the_shim() {
+    if !require_containerd() || !cgroup2_or_skip("reference_shim_cgroup_holds_the_shim") {
+        return;
+    }
+    shim_cgroup_holds_the_shim(HANDLERS[0].0);
+}
+
+#[test]
+fn rshim_shim_cgroup_holds_the_shim() {
+    if !require_containerd() || !cgroup2_or_skip("rshim_shim_cgroup_holds_the_shim") {
+        return;
+    }
+    shim_cgroup_holds_the_shim(HANDLERS[1].0);
 }
