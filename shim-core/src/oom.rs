@@ -6,6 +6,10 @@
 //! init's EXIT is published, so an OOM is always reported before the exit it
 //! caused.
 //!
+//! On cgroup v2 the count starts from zero when the watch is armed (at
+//! create, the cgroup being the container's own): a kill the cgroup counted
+//! before that is reported too, at the latest with the init's exit.
+//!
 //! On cgroup v2 the container's cgroup may be gone by the time its count is
 //! read (removed by the runtime or a cgroup manager right after the kill);
 //! its files then read as nothing. The parent's `memory.events` counts the
@@ -145,13 +149,21 @@ impl OomWatcher {
         let events = dir.join("memory.events");
         let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?;
         inotify.add_watch(&events, AddWatchFlags::IN_MODIFY)?;
-        let seen = oom_kills(&events);
-        let parent = dir.parent().map(|p| p.join("memory.events")).and_then(|p| read_oom_kills(&p).map(|n| (p, n)));
+        // Counted from zero, not from what the file holds now: the cgroup is
+        // the container's own (made by its `runc create`), so a kill it
+        // already counts happened before the watch was armed and is this
+        // container's, to be reported with the rest. The parent's base
+        // leaves those in for the same reason.
+        let before = oom_kills(&events);
+        let parent = dir
+            .parent()
+            .map(|p| p.join("memory.events"))
+            .and_then(|p| read_oom_kills(&p).map(|n| (p, n.saturating_sub(before))));
         let fd: OwnedFd = inotify.into();
         Ok(Self(Source::V2 {
             inotify: register(fd)?,
             events,
-            seen: AtomicU64::new(seen),
+            seen: AtomicU64::new(0),
             parent,
             reported: AtomicU64::new(0),
         }))
@@ -290,6 +302,20 @@ mod tests {
             panic!("{e}");
         }
         assert_eq!(watcher.take(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_v2_kill_before_the_watch_was_armed_is_reported() {
+        let (dir, ctr) = fake_v2();
+        write_events(&ctr.join("memory.events"), 1);
+        write_events(&dir.path().join("memory.events"), 6);
+        let watcher = OomWatcher::v2(ctr.clone()).unwrap_or_else(|e| panic!("v2 watcher: {e}"));
+        assert_eq!(watcher.take(), 1);
+        assert_eq!(watcher.take(), 0);
+        // Also when the cgroup is gone by the time it is read.
+        let watcher = OomWatcher::v2(ctr.clone()).unwrap_or_else(|e| panic!("v2 watcher: {e}"));
+        fs::remove_dir_all(&ctr).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(watcher.take(), 1);
     }
 
     #[tokio::test]

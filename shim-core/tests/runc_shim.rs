@@ -555,11 +555,7 @@ async fn on_cgroup_v2_stats_pause_and_pids_use_the_unified_files() {
     if !require_runc() {
         return;
     }
-    let v2 = std::fs::read_to_string("/proc/self/mountinfo")
-        .is_ok_and(|m| m.lines().any(|l| l.contains(" /sys/fs/cgroup ") && l.contains(" - cgroup2 ")));
-    if !v2 {
-        assert_ne!(std::env::var("SHIM_REQUIRE_CGROUP2").as_deref(), Ok("1"), "this host is not cgroup v2");
-        eprintln!("skipping: this host is cgroup v1 (the guest legs of make test run it)");
+    if !cgroup2_or_skip() {
         return;
     }
     let fx = Fixture::new("v2");
@@ -589,4 +585,61 @@ async fn on_cgroup_v2_stats_pause_and_pids_use_the_unified_files() {
     let listed = ok(within(fx.shim.list_pids(ListPidsRequest {})).await);
     assert_eq!(listed.processes.iter().map(|p| p.pid).collect::<Vec<_>>(), [init]);
     ok(within(fx.shim.delete(DeleteRequest { pid: init })).await);
+}
+
+/// Whether this host's cgroups are v2; on v1 it says so and the caller
+/// returns, unless `SHIM_REQUIRE_CGROUP2=1` (the guest legs) makes that a
+/// failure.
+fn cgroup2_or_skip() -> bool {
+    let v2 = std::fs::read_to_string("/proc/self/mountinfo")
+        .is_ok_and(|m| m.lines().any(|l| l.contains(" /sys/fs/cgroup ") && l.contains(" - cgroup2 ")));
+    if !v2 {
+        assert_ne!(std::env::var("SHIM_REQUIRE_CGROUP2").as_deref(), Ok("1"), "this host is not cgroup v2");
+        eprintln!("skipping: this host is cgroup v1 (the guest legs of make test run it)");
+    }
+    v2
+}
+
+/// `memory.oom.group` (what kubelet sets through the spec's `unified` map
+/// on v2): one OOM kills every process of the container, the init too,
+/// though the memory hog was another process. The shim reports one OOM,
+/// then the init's exit, as for a kill of the init itself. Without the
+/// group only the hog would die and the init would wait on (the test would
+/// time out), so this checks that runc applied the key and that the
+/// several kills of one OOM come as one event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_cgroup_v2_an_oom_group_kill_is_one_oom_and_the_exit() {
+    if !require_runc() || !cgroup2_or_skip() {
+        return;
+    }
+    let fx = Fixture::new("oomgroup");
+    let script = "sleep 1000 & tail /dev/zero & wait $!; sleep 1000";
+    let bundle = fx.bundle(BundleBuilder::new().memory_limit(16 << 20).args(["sh", "-c", script]));
+    let config_path = Path::new(&bundle).join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+    config["linux"]["resources"]["unified"] = serde_json::json!({ "memory.oom.group": "1" });
+    std::fs::write(&config_path, config.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let mut events = fx.events().await;
+    let pid = within(fx.create(&bundle, false, "", "", "")).await;
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let rel = cgroup.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or_else(|| panic!("{cgroup}"));
+    let dir = Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
+    assert_eq!(std::fs::read_to_string(dir.join("memory.oom.group")).unwrap_or_default().trim(), "1");
+    ok(within(fx.shim.start(StartRequest {})).await);
+    let seen = collect_events(&mut events, t(), |e| e.r#type == EventType::Exit as i32)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        kinds(&seen),
+        vec![
+            (EventType::Created, pid, 0),
+            (EventType::Started, pid, 0),
+            (EventType::Oom, 0, 0),
+            (EventType::Exit, pid, 137)
+        ]
+    );
+    let events_file = std::fs::read_to_string(dir.join("memory.events")).unwrap_or_default();
+    eprintln!("memory.events after the group kill:\n{events_file}");
+    ok(within(fx.shim.delete(DeleteRequest { pid })).await);
 }

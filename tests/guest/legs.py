@@ -46,7 +46,7 @@ LEGS = {
         # removes it, and the scenario's next `runc update` fails ("no such
         # device"), seen once in three transports; not handled yet.
         ("conformance", ["--skip", "fake::", "--skip", "update_memory_oom"]),
-        ("runc_shim", ["on_cgroup_v2"]),
+        ("runc_shim", ["on_cgroup_v2", "--test-threads", "1"]),
     ],
 }
 

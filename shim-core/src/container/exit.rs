@@ -17,8 +17,8 @@ use crate::oom::OomWatcher;
 use crate::runtime::Runtime;
 use crate::signal::Signal;
 
-/// After an OOM event, how long further OOM notifications add up before the
-/// next one is published (see `watch_oom`).
+/// After an OOM event, how long further OOM notifications are taken as the
+/// same OOM (see `watch_oom`).
 const OOM_COALESCE: Duration = Duration::from_millis(100);
 
 impl<R: Runtime> ContainerShim<R> {
@@ -71,8 +71,8 @@ impl<R: Runtime> ContainerShim<R> {
             let _ = tokio::time::timeout_at(deadline, all_exited).await;
             let _started = self.inner.start_lock.lock().await;
             let mut oom = self.inner.oom_lock.lock().await;
-            if let Some(watcher) = oom.take() {
-                if watcher.take() > 0 {
+            if let Some(mut watch) = oom.take() {
+                if watch.report() {
                     self.publish(&id, EventType::Oom, 0, 0);
                 }
             }
@@ -101,7 +101,7 @@ impl<R: Runtime> ContainerShim<R> {
     /// first, so the init's exit finds it even if the task never ran.
     pub(super) async fn watch_oom(&self, id: String, watcher: Option<OomWatcher>) -> Option<JoinHandle<()>> {
         let watcher = Arc::new(watcher?);
-        *self.inner.oom_lock.lock().await = Some(Arc::clone(&watcher));
+        *self.inner.oom_lock.lock().await = Some(OomWatch { watcher: Arc::clone(&watcher), pausing: false });
         let shim = self.clone();
         Some(tokio::spawn(async move {
             loop {
@@ -111,27 +111,49 @@ impl<R: Runtime> ContainerShim<R> {
                 // precedes it (same lock order as the init's exit).
                 let published = {
                     let _started = shim.inner.start_lock.lock().await;
-                    let guard = shim.inner.oom_lock.lock().await;
-                    if guard.is_none() {
-                        return;
-                    }
-                    let oom = watcher.take() > 0;
+                    let mut guard = shim.inner.oom_lock.lock().await;
+                    let Some(watch) = guard.as_mut() else { return };
+                    let oom = watch.report();
                     if oom {
                         shim.publish(&id, EventType::Oom, 0, 0);
                     }
                     oom
                 };
                 // cgroup v1 notifies for every charge that fails while the
-                // victim is dying: thousands within a second were seen,
+                // victim is dying (thousands within a second were seen,
                 // enough to push every other event out of a slow
-                // subscriber's ring. What comes in meanwhile adds up in the
-                // watcher and is reported once, after the pause; the init's
-                // exit still takes what is pending right before its EXIT.
+                // subscriber's ring), and a v2 `memory.oom.group` kill
+                // counts each process it kills: what comes in meanwhile is
+                // the same OOM, taken after the pause and not reported again
+                // (nor by the init's exit, within the pause).
                 if published {
                     tokio::time::sleep(OOM_COALESCE).await;
+                    let mut guard = shim.inner.oom_lock.lock().await;
+                    let Some(watch) = guard.as_mut() else { return };
+                    watch.watcher.take();
+                    watch.pausing = false;
                 }
             }
         }))
+    }
+}
+
+/// A container's OOM watcher, and whether an OOM event was published and
+/// its pause has not ended.
+pub(super) struct OomWatch {
+    watcher: Arc<OomWatcher>,
+    pausing: bool,
+}
+
+impl OomWatch {
+    /// Takes the kills counted since the last call; whether they call for
+    /// an OOM event: not during the pause after one, which stands for them.
+    fn report(&mut self) -> bool {
+        if self.watcher.take() == 0 || self.pausing {
+            return false;
+        }
+        self.pausing = true;
+        true
     }
 }
 

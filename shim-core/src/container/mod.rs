@@ -32,7 +32,6 @@ use tokio::sync::watch;
 use self::state::{Proc, ShimState};
 use crate::error::{Result, ShimError};
 use crate::events::EventBus;
-use crate::oom::OomWatcher;
 use crate::runtime::Runtime;
 use crate::shim::{EventStream, Shim};
 
@@ -72,7 +71,7 @@ struct Inner<R> {
     /// neither precedes STARTED.
     start_lock: tokio::sync::Mutex<()>,
     /// Serialises OOM reports with the init's EXIT.
-    oom_lock: tokio::sync::Mutex<Option<Arc<OomWatcher>>>,
+    oom_lock: tokio::sync::Mutex<Option<exit::OomWatch>>,
     /// Execs between their check of the init and their registration: the
     /// init's EXIT waits for them, so it cannot overtake their events.
     execs_starting: watch::Sender<usize>,
