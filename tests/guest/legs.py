@@ -47,6 +47,10 @@ LEGS = {
         # device"), seen once in three transports; not handled yet.
         ("conformance", ["--skip", "fake::", "--skip", "update_memory_oom"]),
         ("runc_shim", ["on_cgroup_v2", "--test-threads", "1"]),
+        # containerd with `SystemdCgroup = true` and a `.slice` pod parent,
+        # through the Go shim and ours (the rest of the containerd suite
+        # runs in the cgroup2 leg).
+        ("containerd", ["systemd_cgroup", "--test-threads", "1"]),
     ],
 }
 

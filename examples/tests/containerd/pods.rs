@@ -43,6 +43,19 @@ impl<'a> Pod<'a> {
         name: &str,
         pid_mode: i32,
     ) -> Result<Pod<'a>, tonic::Status> {
+        Self::try_run_in(cd, handler, name, pid_mode, "/k8s.io").await
+    }
+
+    /// [`try_run`](Self::try_run) with the pod's cgroup parent as the
+    /// kubelet gives it: a path for the cgroupfs driver, a `.slice` for
+    /// systemd's (containers then get `<slice>:cri-containerd:<id>`).
+    pub async fn try_run_in(
+        cd: &'a Containerd,
+        handler: &str,
+        name: &str,
+        pid_mode: i32,
+        cgroup_parent: &str,
+    ) -> Result<Pod<'a>, tonic::Status> {
         assert_eq!(cd.import_image_running("pause-test", &["/bin/sleep", "1000000"]), SANDBOX_IMAGE);
         let image = cd.import_image("busybox-test");
         let mut client = Cri::connect(cd.address()).await;
@@ -57,7 +70,7 @@ impl<'a> Pod<'a> {
             log_directory: path_str(&cd.dir().join("logs").join(name)),
             labels: Default::default(),
             linux: Some(cri::LinuxPodSandboxConfig {
-                cgroup_parent: "/k8s.io".into(),
+                cgroup_parent: cgroup_parent.into(),
                 security_context: Some(cri::LinuxSandboxSecurityContext {
                     namespace_options: Some(cri::NamespaceOption { network: cri::NODE, pid: pid_mode, ipc: cri::POD }),
                 }),
@@ -559,4 +572,80 @@ fn rshim_shim_cgroup_holds_the_shim() {
         return;
     }
     shim_cgroup_holds_the_shim(HANDLERS[1].0);
+}
+
+/// Whether systemd manages this host's cgroups (v2, systemd as PID 1: the
+/// systemd leg); otherwise the test is skipped, unless
+/// `SHIM_SYSTEMD_CGROUP=1` (set by that leg) makes it a failure.
+fn systemd_or_skip(test: &str) -> bool {
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if v2 && std::path::Path::new("/run/systemd/system").is_dir() {
+        return true;
+    }
+    assert_ne!(std::env::var("SHIM_SYSTEMD_CGROUP").as_deref(), Ok("1"), "systemd does not manage this host's cgroups");
+    eprintln!("{test}: skipped, systemd does not manage this host's cgroups (the systemd leg runs it)");
+    false
+}
+
+/// The cgroup (v2) of process `pid`, from the root.
+fn cgroup_of(pid: impl std::fmt::Display) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    text.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or_default().to_string()
+}
+
+/// A pod under the systemd cgroup driver, as on most nodes: `SystemdCgroup
+/// = true` in the runtime's options and a `.slice` cgroup parent. Each
+/// container is a `cri-containerd-<id>.scope` in that slice, its stats come
+/// from there, and the shim stays where containerd started it (its own
+/// cgroup), as the Go shim does.
+fn systemd_cgroup_pod(handler: &'static str) {
+    with_cri_setup(cri_setup_with("SystemdCgroup = true\n"), move |cd| {
+        Box::pin(async move {
+            let mut pod = match Pod::try_run_in(cd, handler, "sliced", cri::CONTAINER, "kubepods-rshimtest.slice").await
+            {
+                Ok(pod) => pod,
+                Err(e) => panic!("RunPodSandbox: {e}\ncontainerd log:\n{}", cd.log_tail()),
+            };
+            let id = pod.start_container("a", &["/bin/sleep", "1004"]).await;
+            let init = processes_running(&["/bin/sleep", "1004"]);
+            assert_eq!(init.len(), 1, "the container's init: {init:?}");
+            let scope = cgroup_of(init[0]);
+            assert!(
+                scope.ends_with(&format!("/kubepods-rshimtest.slice/cri-containerd-{id}.scope")),
+                "the container's cgroup: {scope}"
+            );
+            let shims = cd.all_shim_pids();
+            assert_eq!(shims.len(), 1, "shims of the pod: {shims:?}");
+            let containerd = cd.pid().map(cgroup_of).unwrap_or_default();
+            assert_eq!(cgroup_of(shims[0]), containerd, "the shim's cgroup is containerd's");
+            assert_eq!(pod.exec(&id, &["/bin/echo", "in"]).await, ("in\n".into(), 0));
+            let memory = pod.memory(&id).await;
+            let working_set = memory.working_set_bytes.as_ref().map(|v| v.value).unwrap_or_default();
+            assert!(working_set > 0, "{memory:?}");
+            let gone = pod.stop_and_remove(&id, 1).await;
+            assert_eq!((gone.state, gone.exit_code), (cri::EXITED, 137), "{gone:?}");
+            pod.remove().await;
+            wait_until("the pod's shim exits with it", || cd.all_shim_pids().is_empty()).await;
+            wait_until("the container's scope is gone", || {
+                !std::path::Path::new("/sys/fs/cgroup").join(scope.trim_start_matches('/')).exists()
+            })
+            .await;
+        })
+    });
+}
+
+#[test]
+fn reference_systemd_cgroup_pod() {
+    if !require_containerd() || !systemd_or_skip("reference_systemd_cgroup_pod") {
+        return;
+    }
+    systemd_cgroup_pod(HANDLERS[0].0);
+}
+
+#[test]
+fn rshim_systemd_cgroup_pod() {
+    if !require_containerd() || !systemd_or_skip("rshim_systemd_cgroup_pod") {
+        return;
+    }
+    systemd_cgroup_pod(HANDLERS[1].0);
 }
