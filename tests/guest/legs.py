@@ -41,11 +41,8 @@ LEGS = {
     ],
     "systemd": [
         # The same conformance suite with runc's systemd cgroup driver: each
-        # container a `runc-<id>.scope` under system.slice. Not
-        # `update_memory_oom`: there the OOM kill can empty the scope, systemd
-        # removes it, and the scenario's next `runc update` fails ("no such
-        # device"), seen once in three transports; not handled yet.
-        ("conformance", ["--skip", "fake::", "--skip", "update_memory_oom"]),
+        # container a `runc-<id>.scope` under system.slice.
+        ("conformance", ["--skip", "fake::"]),
         ("runc_shim", ["on_cgroup_v2", "--test-threads", "1"]),
         # containerd with `SystemdCgroup = true` and a `.slice` pod parent,
         # through the Go shim and ours (the rest of the containerd suite
