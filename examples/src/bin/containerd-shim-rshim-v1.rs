@@ -184,13 +184,11 @@ fn start(args: &Args) -> Result<(), String> {
         write_address(&bundle, &address)?;
         return answer(&input, &address);
     }
-    // Of the options only `ShimCgroup` matters here, for a new shim; a
-    // config file that cannot be used fails now, naming the file, as the
-    // container's Create would.
-    let options = match input.options() {
-        Some(any) => RuncOptions::from_any(any).map_err(|e| e.to_string())?,
-        None => RuncOptions::default(),
-    };
+    // Of the options only `ShimCgroup` matters here, for a new shim.
+    // Options that cannot be used (a config file that is missing) are
+    // passed over: the container's Create reports them, naming the file,
+    // where containerd shows the error with the container's.
+    let options = input.options().and_then(|any| RuncOptions::from_any(any).ok()).unwrap_or_default();
     let listener = bind(&path)?;
     // A `start` that waited for the lock now finds this socket listening.
     drop(lock);
