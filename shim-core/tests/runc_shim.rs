@@ -545,7 +545,9 @@ async fn checkpoint_is_refused_with_criu_checks_reason_where_criu_cannot_work() 
 /// The cgroup v2 paths on a real v2 host (the guest legs of `make test`; on
 /// a v1 host it says so and returns): Stats reads the container's own
 /// unified directory (`memory.stat` with `inactive_file`, `memory.events`,
-/// `pids.current` counting its processes, the raw `memory.max`), Pause
+/// `pids.current` counting its processes and `pids.max`, the raw
+/// `memory.max`, `cpu.stat` counting the throttling of a busy loop under a
+/// `cpu.max` quota), Pause
 /// freezes it through `cgroup.freeze`, ListPids lists `cgroup.procs`.
 /// With `SHIM_SYSTEMD_CGROUP=1` (the systemd leg) the container is in the
 /// scope systemd made for it. `SHIM_REQUIRE_CGROUP2=1` (set by the legs)
@@ -560,6 +562,12 @@ async fn on_cgroup_v2_stats_pause_and_pids_use_the_unified_files() {
     }
     let fx = Fixture::new("v2");
     let bundle = fx.bundle(BundleBuilder::new().args(["sleep", "1000"]).memory_limit(64 << 20));
+    // A CPU quota of a tenth of a CPU (cpu.max "10000 100000") and a pids
+    // limit (pids.max 64).
+    edit_config(&bundle, |c| {
+        c["linux"]["resources"]["cpu"] = serde_json::json!({ "quota": 10000, "period": 100000 });
+        c["linux"]["resources"]["pids"] = serde_json::json!({ "limit": 64 });
+    });
     let init = fx.create(&bundle, false, "", "", "").await;
     ok(within(fx.shim.start(StartRequest {})).await);
     let cgroup = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap_or_default();
@@ -576,7 +584,29 @@ async fn on_cgroup_v2_stats_pause_and_pids_use_the_unified_files() {
     assert_eq!(mem.limit_raw, 64 << 20, "{mem:?}");
     assert!(mem.stat.contains_key("inactive_file"), "{mem:?}");
     assert!(mem.events.contains_key("oom_kill"), "{mem:?}");
-    assert!(stats.pids.as_ref().is_some_and(|p| p.current >= 1), "{stats:?}");
+    assert!(stats.pids.as_ref().is_some_and(|p| p.current >= 1 && p.limit == 64), "{stats:?}");
+    // A busy loop under the quota: cpu.stat counts throttled periods.
+    let busy = ok(within(fx.shim.exec(ExecRequest {
+        args: vec!["sh".into(), "-c".into(), "while :; do :; done".into()],
+        ..Default::default()
+    }))
+    .await)
+    .pid;
+    let throttled = within(async {
+        loop {
+            let cpu = ok(fx.shim.stats(StatsRequest {}).await).cpu.unwrap_or_default();
+            if cpu.throttled_periods > 0 {
+                return cpu;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(throttled.periods >= throttled.throttled_periods && throttled.throttled_time_ns > 0, "{throttled:?}");
+    assert!(throttled.usage_total_ns > 0 && throttled.usage_user_ns > 0, "{throttled:?}");
+    ok(within(fx.shim.kill(KillRequest { pid: busy, signal: 9, all: false })).await);
+    assert_eq!(ok(within(fx.shim.wait(WaitRequest { pid: busy })).await).exit_status, 137);
+    ok(within(fx.shim.delete(DeleteRequest { pid: busy })).await);
     ok(within(fx.shim.pause(PauseRequest {})).await);
     let frozen = std::fs::read_to_string(dir.join("cgroup.freeze")).unwrap_or_default();
     assert_eq!(frozen.trim(), "1", "{}", dir.display());
@@ -585,6 +615,15 @@ async fn on_cgroup_v2_stats_pause_and_pids_use_the_unified_files() {
     let listed = ok(within(fx.shim.list_pids(ListPidsRequest {})).await);
     assert_eq!(listed.processes.iter().map(|p| p.pid).collect::<Vec<_>>(), [init]);
     ok(within(fx.shim.delete(DeleteRequest { pid: init })).await);
+}
+
+/// Changes the `config.json` of `bundle` with `edit`.
+fn edit_config(bundle: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = Path::new(bundle).join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+    edit(&mut config);
+    std::fs::write(&path, config.to_string()).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Whether this host's cgroups are v2; on v1 it says so and the caller
@@ -615,11 +654,7 @@ async fn on_cgroup_v2_an_oom_group_kill_is_one_oom_and_the_exit() {
     let fx = Fixture::new("oomgroup");
     let script = "sleep 1000 & tail /dev/zero & wait $!; sleep 1000";
     let bundle = fx.bundle(BundleBuilder::new().memory_limit(16 << 20).args(["sh", "-c", script]));
-    let config_path = Path::new(&bundle).join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&config_path).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
-    config["linux"]["resources"]["unified"] = serde_json::json!({ "memory.oom.group": "1" });
-    std::fs::write(&config_path, config.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    edit_config(&bundle, |c| c["linux"]["resources"]["unified"] = serde_json::json!({ "memory.oom.group": "1" }));
     let mut events = fx.events().await;
     let pid = within(fx.create(&bundle, false, "", "", "")).await;
     let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
