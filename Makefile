@@ -30,6 +30,7 @@ deps:
 	command -v runc >/dev/null 2>&1 || missing="$$missing runc"; \
 	dpkg-query -W -f='$${Status}' busybox-static 2>/dev/null | grep -q "ok installed" || missing="$$missing busybox-static"; \
 	command -v criu >/dev/null 2>&1 || missing="$$missing criu"; \
+	command -v crun >/dev/null 2>&1 || missing="$$missing crun"; \
 	command -v containerd >/dev/null 2>&1 || missing="$$missing containerd"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" != 0 ]; then \
