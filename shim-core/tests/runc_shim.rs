@@ -226,19 +226,7 @@ async fn oom_is_reported_before_the_exit() {
     let bundle = fx.bundle(BundleBuilder::new().memory_limit(16 << 20).args(["tail", "/dev/zero"]));
     let mut events = fx.events().await;
     let pid = within(fx.create(&bundle, false, "", "", "")).await;
-    ok(within(fx.shim.start(StartRequest {})).await);
-    let seen = collect_events(&mut events, t(), |e| e.r#type == EventType::Exit as i32)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        kinds(&seen),
-        vec![
-            (EventType::Created, pid, 0),
-            (EventType::Started, pid, 0),
-            (EventType::Oom, 0, 0),
-            (EventType::Exit, pid, 137)
-        ]
-    );
+    start_until_killed_by_oom(&fx, &mut events, pid).await;
     ok(within(fx.shim.delete(DeleteRequest { pid })).await);
 }
 
@@ -570,14 +558,12 @@ async fn on_cgroup_v2_stats_pause_and_pids_use_the_unified_files() {
     });
     let init = fx.create(&bundle, false, "", "", "").await;
     ok(within(fx.shim.start(StartRequest {})).await);
-    let cgroup = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap_or_default();
-    let rel = cgroup.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or_else(|| panic!("{cgroup}"));
+    let dir = cgroup_v2_dir(init);
     if std::env::var("SHIM_SYSTEMD_CGROUP").as_deref() == Ok("1") {
         // runc's systemd driver, without a cgroupsPath: a scope of its own
         // under system.slice, made by systemd.
-        assert_eq!(rel, format!("/system.slice/runc-{}.scope", fx.id));
+        assert_eq!(dir, Path::new("/sys/fs/cgroup/system.slice").join(format!("runc-{}.scope", fx.id)));
     }
-    let dir = Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
     let stats = ok(within(fx.shim.stats(StatsRequest {})).await);
     assert_eq!(stats.cgroup_version, 2, "{stats:?}");
     let mem = stats.memory.clone().unwrap_or_default();
@@ -615,6 +601,28 @@ async fn on_cgroup_v2_stats_pause_and_pids_use_the_unified_files() {
     let listed = ok(within(fx.shim.list_pids(ListPidsRequest {})).await);
     assert_eq!(listed.processes.iter().map(|p| p.pid).collect::<Vec<_>>(), [init]);
     ok(within(fx.shim.delete(DeleteRequest { pid: init })).await);
+}
+
+/// Starts the container created with init `pid` and checks that an OOM
+/// kills it: CREATED, STARTED, OOM, then its EXIT with 137, on `events`.
+async fn start_until_killed_by_oom(fx: &Fixture, events: &mut EventStream, pid: u32) {
+    ok(within(fx.shim.start(StartRequest {})).await);
+    let seen =
+        collect_events(events, t(), |e| e.r#type == EventType::Exit as i32).await.unwrap_or_else(|e| panic!("{e}"));
+    let oom_then_exit = vec![
+        (EventType::Created, pid, 0),
+        (EventType::Started, pid, 0),
+        (EventType::Oom, 0, 0),
+        (EventType::Exit, pid, 137),
+    ];
+    assert_eq!(kinds(&seen), oom_then_exit);
+}
+
+/// The cgroup v2 directory of process `pid`.
+fn cgroup_v2_dir(pid: u32) -> PathBuf {
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let rel = cgroup.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or_else(|| panic!("{cgroup}"));
+    Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'))
 }
 
 /// Changes the `config.json` of `bundle` with `edit`.
@@ -657,23 +665,9 @@ async fn on_cgroup_v2_an_oom_group_kill_is_one_oom_and_the_exit() {
     edit_config(&bundle, |c| c["linux"]["resources"]["unified"] = serde_json::json!({ "memory.oom.group": "1" }));
     let mut events = fx.events().await;
     let pid = within(fx.create(&bundle, false, "", "", "")).await;
-    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-    let rel = cgroup.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or_else(|| panic!("{cgroup}"));
-    let dir = Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
+    let dir = cgroup_v2_dir(pid);
     assert_eq!(std::fs::read_to_string(dir.join("memory.oom.group")).unwrap_or_default().trim(), "1");
-    ok(within(fx.shim.start(StartRequest {})).await);
-    let seen = collect_events(&mut events, t(), |e| e.r#type == EventType::Exit as i32)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        kinds(&seen),
-        vec![
-            (EventType::Created, pid, 0),
-            (EventType::Started, pid, 0),
-            (EventType::Oom, 0, 0),
-            (EventType::Exit, pid, 137)
-        ]
-    );
+    start_until_killed_by_oom(&fx, &mut events, pid).await;
     let events_file = std::fs::read_to_string(dir.join("memory.events")).unwrap_or_default();
     eprintln!("memory.events after the group kill:\n{events_file}");
     ok(within(fx.shim.delete(DeleteRequest { pid })).await);
