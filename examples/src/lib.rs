@@ -11,3 +11,10 @@ pub mod demo;
 pub mod logs;
 pub mod many;
 pub mod memory;
+
+// The embedding guide's code blocks are compiled (and the ones that need no
+// root or runc run) as this crate's doctests, so the guide cannot drift
+// from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/embedding.md")]
+pub struct EmbeddingGuide;

@@ -918,3 +918,65 @@ fn rshim_cri_pod() {
     }
     cri_pod("rshim", "containerd-shim-rshim-v1");
 }
+
+/// The fenced blocks of `lang` in the Markdown `text`, in order.
+fn fenced_blocks(text: &str, lang: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match current.as_mut() {
+            None if line.trim() == format!("```{lang}") => current = Some(String::new()),
+            Some(_) if line.trim() == "```" => blocks.extend(current.take()),
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    blocks
+}
+
+/// The configurations docs/kubernetes.md gives are ones containerd loads:
+/// each `version = N` block through `containerd config dump` of the
+/// containerd under test (1.6 takes version 2; 2.x every version), with our
+/// runtime in the dump; the runtime config file parses with the keys it
+/// names.
+#[test]
+fn the_kubernetes_guides_configs_load() {
+    if !require_containerd() {
+        return;
+    }
+    let guide = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/kubernetes.md");
+    let markdown = std::fs::read_to_string(&guide).unwrap_or_else(|e| panic!("{}: {e}", guide.display()));
+    let blocks = fenced_blocks(&markdown, "toml");
+    let major = harness::containerd_major_version();
+    let dir = tempfile::tempdir().unwrap();
+    let mut loaded = 0;
+    for (n, block) in blocks.iter().enumerate() {
+        let Some(version) = block.lines().find_map(|l| l.strip_prefix("version = ")) else {
+            // The runtime config file (ConfigPath): the keys it shows apply.
+            let options = shim_transport_ttrpc::options::RuncOptions::from_toml(block, "the guide's rshim.toml")
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(options.systemd_cgroup, "{block}");
+            continue;
+        };
+        if major < 2 && version.trim() != "2" {
+            continue;
+        }
+        let file = dir.path().join(format!("config-{n}.toml"));
+        std::fs::write(&file, block).unwrap();
+        let mut cmd = std::process::Command::new("containerd");
+        cmd.arg("--config").arg(&file).args(["config", "dump"]);
+        let out = harness::run_bounded(cmd, harness::CTR_TIMEOUT, "containerd config dump").unwrap();
+        let dump = text(&out.stdout);
+        assert!(out.status.success(), "block {n}:\n{block}\n{}", text(&out.stderr));
+        assert!(
+            dump.contains("runtimes.rshim]")
+                && dump.replace('\'', "\"").contains("runtime_type = \"io.containerd.rshim.v1\""),
+            "containerd {major} did not take block {n}:\n{block}"
+        );
+        loaded += 1;
+    }
+    assert!(loaded >= 1, "no containerd config block in {} for containerd {major}", guide.display());
+}
