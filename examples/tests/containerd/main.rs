@@ -14,6 +14,7 @@
 
 mod cri;
 mod harness;
+mod node;
 mod pods;
 
 use std::path::Path;
@@ -165,26 +166,31 @@ fn detached_session_and_events(rt: &Runtime) {
     cd.ctr_ok(["container", "delete", id]);
 
     events.until(|e| e.topic == "/containers/delete" && e.container() == Some(id), WAIT);
-    assert_eq!(
-        events.topics_for(id),
-        [
-            "/snapshot/prepare",
-            "/containers/create",
-            "/tasks/create",
-            "/tasks/start",
-            "/tasks/exec-added",
-            "/tasks/exec-started",
-            "/tasks/exit",
-            "/tasks/paused",
-            "/tasks/resumed",
-            "/tasks/exit",
-            "/tasks/delete",
-            "/snapshot/remove",
-            "/containers/delete",
-        ],
-        "all lines: {:#?}",
-        events.lines()
-    );
+    let seen = events.topics_for(id);
+    let mut expected = vec![
+        "/snapshot/prepare",
+        "/containers/create",
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exec-added",
+        "/tasks/exec-started",
+        "/tasks/exit",
+        "/tasks/paused",
+        "/tasks/resumed",
+        "/tasks/exit",
+        "/tasks/delete",
+        "/snapshot/remove",
+        "/containers/delete",
+    ];
+    // containerd's Go shim sends /tasks/delete from a queue and exits at the
+    // Shutdown that follows: once (containerd 2.3.4, CI) it never arrived.
+    // Ours queues it in Delete and sends its whole queue before it exits:
+    // it must be there.
+    if rt.is_reference() && !seen.iter().any(|t| t == "/tasks/delete") {
+        eprintln!("the reference shim's /tasks/delete was lost (a race with its own exit)");
+        expected.retain(|t| *t != "/tasks/delete");
+    }
+    assert_eq!(seen, expected, "all lines: {:#?}", events.lines());
     let of_d1 = events.for_container(id);
     let create = nth_event(&of_d1, "/tasks/create", 0);
     assert_eq!(create.payload["pid"], pid, "{create:?}");

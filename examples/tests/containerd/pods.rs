@@ -12,7 +12,7 @@ use super::harness::{require_containerd, Containerd, CriSetup, WAIT};
 use super::{cri_setup, cri_setup_with, path_str, SANDBOX_IMAGE};
 
 /// The two runtime handlers, and the binary each starts.
-const HANDLERS: [(&str, &str); 2] = [("runc", "containerd-shim-runc-v2"), ("rshim", "containerd-shim-rshim-v1")];
+pub const HANDLERS: [(&str, &str); 2] = [("runc", "containerd-shim-runc-v2"), ("rshim", "containerd-shim-rshim-v1")];
 
 /// One pod sandbox of a CRI session, and the calls a test makes on it.
 pub struct Pod<'a> {
@@ -56,8 +56,20 @@ impl<'a> Pod<'a> {
         pid_mode: i32,
         cgroup_parent: &str,
     ) -> Result<Pod<'a>, tonic::Status> {
-        assert_eq!(cd.import_image_running("pause-test", &["/bin/sleep", "1000000"]), SANDBOX_IMAGE);
-        let image = cd.import_image("busybox-test");
+        let image = import_pod_images(cd);
+        Self::start_in(cd, handler, name, pid_mode, cgroup_parent, image).await
+    }
+
+    /// [`try_run_in`](Self::try_run_in) with the images imported already
+    /// ([`import_pod_images`] gave `image`): only the CRI calls.
+    pub async fn start_in(
+        cd: &'a Containerd,
+        handler: &str,
+        name: &str,
+        pid_mode: i32,
+        cgroup_parent: &str,
+        image: String,
+    ) -> Result<Pod<'a>, tonic::Status> {
         let mut client = Cri::connect(cd.address()).await;
         let config = cri::PodSandboxConfig {
             metadata: Some(cri::PodSandboxMetadata {
@@ -188,9 +200,16 @@ impl<'a> Pod<'a> {
     }
 }
 
+/// Imports the sandbox image and the busybox image the pods' containers
+/// run; returns the latter's name.
+pub fn import_pod_images(cd: &Containerd) -> String {
+    assert_eq!(cd.import_image_running("pause-test", &["/bin/sleep", "1000000"]), SANDBOX_IMAGE);
+    cd.import_image("busybox-test")
+}
+
 /// Runs `test` against a private containerd with the CRI plugin, on a
 /// current-thread runtime, then checks that nothing is left behind.
-fn with_cri<F>(test: F)
+pub fn with_cri<F>(test: F)
 where
     F: for<'c> FnOnce(&'c Containerd) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'c>>,
 {
@@ -439,7 +458,7 @@ fn rshim_exec_gets_the_containers_process() {
 
 /// Resident and proportional set sizes of process `pid` in KiB, from
 /// `smaps_rollup`.
-fn rss_pss_kib(pid: i32) -> (u64, u64) {
+pub fn rss_pss_kib(pid: i32) -> (u64, u64) {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     let field = |name: &str| {
         text.lines()
