@@ -285,18 +285,7 @@ fn runtime_features(binary: &str) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         std::io::Read::read_to_end(&mut stdout, &mut out).map(|_| out)
     });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    };
+    let status = wait_bounded(&mut child, std::time::Duration::from_secs(5)).ok()??;
     let out = reader.join().ok()?.ok()?;
     (status.success() && serde_json::from_slice::<serde_json::Value>(&out).is_ok()).then_some(out)
 }
@@ -519,17 +508,30 @@ fn force_delete(options: &RuncOptions, root: &Path, id: &str) -> Result<(), Stri
         .stderr(std::process::Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot run {binary}: {e}"))?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    match wait_bounded(&mut child, std::time::Duration::from_secs(4)) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(format!("{binary} delete --force took over 4 s; killed")),
+        Err(e) => Err(format!("waiting for {binary}: {e}")),
+    }
+}
+
+/// Waits at most `bound` for `child` (these short-lived `start`, `delete`
+/// and `-info` processes have no reaper: they wait for their own child);
+/// past it the child is killed and reaped, and the answer is `None`.
+fn wait_bounded(
+    child: &mut std::process::Child,
+    bound: std::time::Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let deadline = std::time::Instant::now() + bound;
     loop {
-        match child.try_wait() {
-            Ok(Some(_)) => return Ok(()),
-            Ok(None) if std::time::Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{binary} delete --force took over 4 s; killed"));
-            }
-            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(10)),
-            Err(e) => return Err(format!("waiting for runc: {e}")),
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
         }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
