@@ -93,6 +93,8 @@ bench: deps daemon
 	mkdir -p target/bench
 	$(CARGO) run --release -p shim-benches --example many > target/bench/many.md
 	RSHIM_BIN=$(DAEMON_DIR)/containerd-shim-rshim-v1 $(CARGO) run --release -p shim-benches --example containerd_shims > target/bench/containerd.md
+	NODE_BENCH_OUT=$(CURDIR)/target/bench/node.md RSHIM_BIN=$(DAEMON_DIR)/containerd-shim-rshim-v1 \
+		$(CARGO) test -p shim-examples --test containerd node_benchmark -- --ignored --nocapture
 	SHIM_BIN=$(STATIC_SHIM) $(CARGO) bench -p shim-benches --bench system
 
 # Runs each fuzz target for FUZZ_SECONDS. cargo-fuzz wants nightly flags;

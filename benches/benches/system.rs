@@ -750,6 +750,12 @@ async fn main() {
         "9. Many containers in one process",
         "cargo run --release -p shim-benches --example many",
     );
+    saved_table(
+        &mut doc,
+        "node.md",
+        "10. A node through CRI: pods of 2 containers, the Go shim and ours interleaved",
+        "NODE_PODS=10,50,110 RSHIM_BIN=<make daemon's containerd-shim-rshim-v1> cargo test -p shim-examples --test containerd node_benchmark -- --ignored --nocapture",
+    );
 
     let out = root().join("docs/PERFORMANCE.md");
     let existing = std::fs::read_to_string(&out).unwrap_or_default();

@@ -15,8 +15,10 @@
 //!
 //! `NODE_PODS` lists the sizes (default `10,50,110`); `RSHIM_BIN` names the
 //! shim binary to measure (default: the debug build of this workspace; the
-//! tables in PERFORMANCE.md are of `make daemon`'s).
+//! tables in PERFORMANCE.md are of `make daemon`'s); `NODE_BENCH_OUT` names
+//! a file the tables are written to as well (`make bench` uses it).
 
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use super::cri;
@@ -72,7 +74,7 @@ fn node_used_kib() -> u64 {
 }
 
 /// One size: `n` pods per handler, interleaved, then 10 at once.
-async fn measure(cd: &Containerd, n: usize) {
+async fn measure(cd: &Containerd, n: usize) -> String {
     let image = import_pod_images(cd);
     let mut starts: [Vec<Duration>; 2] = Default::default();
     let mut pods: Vec<(usize, Pod<'_>)> = Vec::new();
@@ -130,22 +132,35 @@ async fn measure(cd: &Containerd, n: usize) {
         futures::future::join_all(pods.into_iter().map(Pod::remove)).await;
     }
 
-    println!("\nN = {n} pods of 2 containers per handler (node used memory {:.0} MiB)\n", used as f64 / 1024.0);
-    println!("| pods | shim | start p50 | p90 | p99 | 10 at once p50 | p90 | p99 | teardown p50 | p90 | p99 |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nN = {n} pods of 2 containers per handler (node used memory {:.0} MiB)\n",
+        used as f64 / 1024.0
+    );
+    let _ = writeln!(
+        out,
+        "| pods | shim | start p50 | p90 | p99 | 10 at once p50 | p90 | p99 | teardown p50 | p90 | p99 |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
     for (h, (handler, binary)) in HANDLERS.iter().enumerate() {
-        println!(
+        let _ = writeln!(
+            out,
             "| {n} | {binary} ({handler}) | {} | {} | {} |",
             spread(&mut starts[h]),
             spread(&mut at_once[h]),
             spread(&mut teardowns[h])
         );
     }
-    println!("\n| pods | shim | shim processes | RSS total | PSS total | PSS share of the node's used memory |");
-    println!("|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "\n| pods | shim | shim processes | RSS total | PSS total | PSS share of the node's used memory |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
     for row in memory {
-        println!("{row}");
+        let _ = writeln!(out, "{row}");
     }
+    out
 }
 
 #[test]
@@ -155,7 +170,20 @@ fn node_benchmark() {
         return;
     }
     let sizes = std::env::var("NODE_PODS").unwrap_or_else(|_| "10,50,110".into());
+    let mut tables = String::new();
     for n in sizes.split(',').filter_map(|s| s.trim().parse::<usize>().ok()) {
-        with_cri(move |cd| Box::pin(measure(cd, n)));
+        let (tx, rx) = std::sync::mpsc::channel();
+        with_cri(move |cd| {
+            Box::pin(async move {
+                let _ = tx.send(measure(cd, n).await);
+            })
+        });
+        let table = rx.recv().unwrap_or_default();
+        print!("{table}");
+        tables.push_str(&table);
+    }
+    // `make bench` keeps them for docs/PERFORMANCE.md.
+    if let Some(path) = std::env::var_os("NODE_BENCH_OUT") {
+        std::fs::write(&path, tables).unwrap_or_else(|e| panic!("{}: {e}", std::path::Path::new(&path).display()));
     }
 }
