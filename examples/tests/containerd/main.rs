@@ -986,3 +986,41 @@ fn the_kubernetes_guides_configs_load() {
     }
     assert!(loaded >= 1, "no containerd config block in {} for containerd {major}", guide.display());
 }
+
+/// The commands of docs/kubernetes.md that need no registry run as written:
+/// `-info` answers (with the built shim first in `PATH`, as an installed one
+/// would be), and the guide's `ctr run --runtime io.containerd.rshim.v1`
+/// line runs busybox through our runtime found by its name in containerd's
+/// `PATH` (the image imported under the name the guide pulls).
+#[test]
+fn the_kubernetes_guides_commands_run() {
+    if !require_containerd() {
+        return;
+    }
+    let guide = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/kubernetes.md");
+    let markdown = std::fs::read_to_string(&guide).unwrap_or_else(|e| panic!("{}: {e}", guide.display()));
+    let lines: Vec<String> =
+        fenced_blocks(&markdown, "sh").iter().flat_map(|b| b.lines().map(String::from).collect::<Vec<_>>()).collect();
+    let line = |prefix: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .cloned()
+            .unwrap_or_else(|| panic!("no `{prefix}` line in the guide"))
+    };
+    let setup = cri_setup();
+    let path = format!("{}:{}", path_str(&setup.shim_dir), std::env::var("PATH").unwrap_or_default());
+    let info = line("containerd-shim-rshim-v1 -info");
+    let mut sh = std::process::Command::new("sh");
+    sh.args(["-c", &info]).env("PATH", &path);
+    let out = harness::run_bounded(sh, harness::CTR_TIMEOUT, "the guide's -info line").unwrap();
+    let bytes: u64 = text(&out.stdout).trim().parse().unwrap_or_default();
+    assert!(out.status.success() && bytes > 0, "`{info}`: {:?} {:?}", text(&out.stdout), text(&out.stderr));
+
+    let run = line("ctr run --rm --runtime io.containerd.rshim.v1 ");
+    let cd = Containerd::start_cri(setup);
+    assert_eq!(cd.import_image("busybox"), "docker.io/library/busybox:latest");
+    let out = cd.ctr_ok(run.split_whitespace().skip(1));
+    assert_eq!(text(&out.stdout), "hello\n", "`{run}`");
+    cd.assert_no_leftovers();
+}
