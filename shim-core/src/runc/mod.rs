@@ -29,8 +29,22 @@ use crate::runtime::{CreateSpec, Launched, Runtime};
 use crate::signal::Signal;
 use crate::stats::CgroupPaths;
 
-/// Where runc keeps its state when run as root without `--root`.
-const RUNC_DEFAULT_ROOT: &str = "/run/runc";
+/// Runtimes whose state layout is known, with where each keeps its state
+/// when run as root without `--root`: both keep a container's state in
+/// `<root>/<id>/` (crun's seen on crun 1.8: `status`, `config.json`,
+/// `exec.fifo` there) and refuse a create while that directory exists.
+const KNOWN_ROOTS: [(&str, &str); 2] = [("runc", "/run/runc"), ("crun", "/run/crun")];
+
+/// The state root of `binary` run with `root` (`--root`), when the runtime
+/// is one of [`KNOWN_ROOTS`]; its default needs to be run as root to apply.
+fn known_state_root(binary: &str, root: Option<&Path>, as_root: bool) -> Option<PathBuf> {
+    let name = Path::new(binary).file_name()?;
+    let (_, default) = KNOWN_ROOTS.iter().find(|(known, _)| name == *known)?;
+    match root {
+        Some(root) => Some(root.to_path_buf()),
+        None => as_root.then(|| PathBuf::from(default)),
+    }
+}
 
 /// How long runc may take to send a terminal's pty master after it exited.
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -343,17 +357,13 @@ impl RuncRuntime {
         cli
     }
 
-    /// Whether the runtime already holds a container `id`. For runc, whose
-    /// state directory is known, a look at it (runc keeps `<root>/<id>/`);
-    /// for other runtimes, their `state` command (a process more per Create).
+    /// Whether the runtime already holds a container `id`. For runc and
+    /// crun, whose state directories are known, a look at it; for other
+    /// runtimes, their `state` command (a process more per Create: with crun
+    /// that was a third of the shim's own time in a lifecycle).
     async fn exists(&self, cli: &RuncCli, id: &str) -> bool {
-        let is_runc = Path::new(&cli.binary).file_name().is_some_and(|n| n == "runc");
-        let root = match (&cli.root, is_runc) {
-            (Some(root), true) => Some(root.clone()),
-            (None, true) if nix::unistd::Uid::effective().is_root() => Some(PathBuf::from(RUNC_DEFAULT_ROOT)),
-            _ => None,
-        };
-        if let Some(root) = root {
+        if let Some(root) = known_state_root(&cli.binary, cli.root.as_deref(), nix::unistd::Uid::effective().is_root())
+        {
             return std::fs::symlink_metadata(root.join(id)).is_ok();
         }
         let (_files, [log]) = self.files("state", ["log"]);
@@ -669,5 +679,23 @@ impl Runtime for RuncRuntime {
         let _ = self.cli_for(spec).run(&args, &log, RuncStdio::default()).await;
         self.binaries.lock().unwrap_or_else(|e| e.into_inner()).remove(&spec.id);
         self.restored.lock().unwrap_or_else(|e| e.into_inner()).remove(&spec.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_roots_of_known_runtimes() {
+        let given = Some(Path::new("/run/containerd/runc/k8s.io"));
+        assert_eq!(known_state_root("runc", None, true), Some(PathBuf::from("/run/runc")));
+        assert_eq!(known_state_root("/usr/bin/crun", None, true), Some(PathBuf::from("/run/crun")));
+        assert_eq!(known_state_root("crun", given, false), given.map(Path::to_path_buf));
+        // Not root: the runtime's default is somewhere per user; ask it.
+        assert_eq!(known_state_root("runc", None, false), None);
+        // A runtime whose layout is not known, or a wrapper named otherwise.
+        assert_eq!(known_state_root("youki", given, true), None);
+        assert_eq!(known_state_root("/opt/runc-wrapper", given, true), None);
     }
 }
