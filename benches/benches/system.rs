@@ -757,6 +757,13 @@ async fn main() {
         "NODE_PODS=10,50,110 RSHIM_BIN=<make daemon's containerd-shim-rshim-v1> cargo test -p shim-examples --test containerd node_benchmark -- --ignored --nocapture",
     );
 
+    saved_table(
+        &mut doc,
+        "guest.md",
+        "11. runc, then crun, as containerd's runtime in a cgroup v2 guest (emulated CPU: compare ratios, not times)",
+        "RSHIM_BIN=<make daemon's containerd-shim-rshim-v1> python3 tests/guest/run.py -- sh -c 'for rt in runc crun; do SHIM_RUNC=$rt target/release/examples/containerd_shims 20; done'",
+    );
+
     let out = root().join("docs/PERFORMANCE.md");
     let existing = std::fs::read_to_string(&out).unwrap_or_default();
     // Keep hand-written notes below the generated part, and the summary
