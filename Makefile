@@ -52,6 +52,9 @@ demo: deps
 test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@# The guides' build line, as written (docs/kubernetes.md, docs/daemon.md):
+	@# the tests run their install line and session on what it builds.
+	$(CARGO) build --release -p shim-examples --bins
 	SHIM_REQUIRE_RUNC=1 $(CARGO) test --workspace
 	@# The containerd suite again, against containerd 2.3.4 (bootstrap, task
 	@# API v3, -info). In CI it must run; in a clone without the shared

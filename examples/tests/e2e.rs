@@ -571,3 +571,123 @@ async fn twenty_containers_in_one_process_through_the_many_containers_example() 
     }
     assert_eq!(summary.leftovers, 0, "work directories left behind");
 }
+
+/// One command of a recorded session and the lines it printed.
+struct SessionStep {
+    command: String,
+    expected: Vec<String>,
+}
+
+/// The `$ `-prefixed commands of a ```text block and the lines after each.
+fn session_steps(block: &str) -> Vec<SessionStep> {
+    let mut steps: Vec<SessionStep> = Vec::new();
+    for line in block.lines() {
+        match (line.strip_prefix("$ "), steps.last_mut()) {
+            (Some(command), _) => steps.push(SessionStep { command: command.to_string(), expected: Vec::new() }),
+            (None, Some(step)) => step.expected.push(line.to_string()),
+            (None, None) => panic!("the session starts with output, not a command: {line:?}"),
+        }
+    }
+    steps
+}
+
+/// Whether `actual` is `expected` with its pids (numbers of four digits or
+/// more, as the session recorded them) standing for those of this run:
+/// each recorded pid is bound to the first number in its place, and must
+/// stand for that one wherever it comes again.
+fn matches_with_pids(expected: &str, actual: &str, pids: &mut Vec<(String, String)>) -> bool {
+    let (e, a): (Vec<&str>, Vec<&str>) = (expected.split(' ').collect(), actual.split(' ').collect());
+    if e.len() != a.len() {
+        return false;
+    }
+    e.iter().zip(&a).all(|(e, a)| {
+        let is_pid = e.len() >= 4 && e.bytes().all(|b| b.is_ascii_digit());
+        if !is_pid {
+            return e == a;
+        }
+        match pids.iter().find(|(recorded, _)| recorded == e) {
+            Some((_, bound)) => bound == a,
+            None if !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()) => {
+                pids.push((e.to_string(), a.to_string()));
+                true
+            }
+            None => false,
+        }
+    })
+}
+
+#[test]
+fn the_daemon_guides_session_runs_as_written() {
+    if !require_runc() {
+        return;
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let guide = std::fs::read_to_string(repo.join("docs/daemon.md")).unwrap();
+    // The guide's install block: the build (which `make test` runs before
+    // the tests) and the PATH line, run here before each command.
+    let install = guide.split("```sh\n").nth(1).and_then(|b| b.split("```").next()).unwrap();
+    let export = install.lines().find(|l| l.starts_with("export PATH=")).expect("the guide's PATH line");
+    let built = repo.join("target/release/shimctl");
+    if !built.is_file() || !repo.join("target/release/shim").is_file() {
+        let why = format!("{} is missing: `make test` runs the guide's build line first", built.display());
+        assert!(std::env::var("SHIM_REQUIRE_RUNC").as_deref() != Ok("1"), "{why}");
+        eprintln!("skipping the daemon guide's session: {why}");
+        return;
+    }
+    let block = guide.split("```text\n").find(|b| b.starts_with("$ shimctl bundle")).expect("the guide's session");
+    let steps = session_steps(block.split("```").next().unwrap());
+    assert!(steps.len() > 10, "the session has {} commands", steps.len());
+    // The session's own paths, left clean: only this test uses them.
+    let _ = std::fs::remove_dir_all("/tmp/tr");
+    let socket = Path::new("/run/shim/web.sock");
+    let _ = std::fs::remove_file(socket);
+    let mut pids: Vec<(String, String)> = Vec::new();
+    for step in &steps {
+        let mut command = step.command.clone();
+        for (recorded, bound) in &pids {
+            command = command.replace(recorded.as_str(), bound);
+        }
+        if step.expected.first().is_some_and(|l| l.contains("UNAVAILABLE")) {
+            // "The shim exited after the init's Delete": its reply comes
+            // before it removes its socket.
+            until("the daemon to remove its socket", || !socket.exists());
+        }
+        let mut sh = Command::new("sh");
+        sh.args(["-c", &format!("{export} && {{ {command}; }} 2>&1")])
+            .current_dir(&repo)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        let mut child = sh.spawn().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        // Read on a thread, so a command that hangs fails the test at T.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = stdout.read_to_string(&mut out);
+            let _ = tx.send(out);
+        });
+        let out = rx.recv_timeout(T).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("`{command}` did not finish within {T:?}")
+        });
+        wait_child(&mut child);
+        let actual: Vec<&str> = out.lines().collect();
+        let same = actual.len() == step.expected.len()
+            && step.expected.iter().zip(&actual).all(|(e, a)| matches_with_pids(e, a, &mut pids));
+        assert!(same, "`{command}` printed {actual:#?}, the guide says {:#?}", step.expected);
+    }
+    let _ = std::fs::remove_dir_all("/tmp/tr");
+}
+
+#[test]
+fn session_pids_stand_for_this_runs() {
+    let mut pids = Vec::new();
+    assert!(matches_with_pids("26296", "812", &mut pids));
+    assert!(matches_with_pids("26296 RUNNING", "812 RUNNING", &mut pids));
+    assert!(!matches_with_pids("26296 RUNNING", "813 RUNNING", &mut pids));
+    assert!(!matches_with_pids("137", "138", &mut pids));
+    assert!(!matches_with_pids("26317", "x", &mut pids));
+    assert!(matches_with_pids("exit status 3", "exit status 3", &mut pids));
+    let steps = session_steps("$ a\nout\n$ b\n");
+    assert_eq!((steps.len(), steps[0].expected.len(), steps[1].expected.len()), (2, 1, 0));
+}

@@ -992,6 +992,33 @@ fn the_kubernetes_guides_configs_load() {
 /// would be), and the guide's `ctr run --runtime io.containerd.rshim.v1`
 /// line runs busybox through our runtime found by its name in containerd's
 /// `PATH` (the image imported under the name the guide pulls).
+/// The guide's `install` line as written, from the repository's root, and
+/// its `-info` line with what it installed, in a mount namespace of their
+/// own with a tmpfs on `/usr/local/bin`, so the machine's is not touched.
+/// The binary is the one the guide's build line makes, which `make test`
+/// runs as written before the tests.
+fn installed_as_the_guide_says(build: &str, install: &str, info: &str) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let built = repo.join("target/release/containerd-shim-rshim-v1");
+    if !built.is_file() {
+        let why = format!("{} is missing: `make test` runs the guide's `{build}` first", built.display());
+        if std::env::var("SHIM_REQUIRE_RUNC").as_deref() == Ok("1") {
+            panic!("{why}");
+        }
+        eprintln!("skipping the guide's install line: {why}");
+        return;
+    }
+    let script = format!(
+        "mount -t tmpfs rshim-guide /usr/local/bin && {install} && test -x /usr/local/bin/containerd-shim-rshim-v1 \
+         && PATH=/usr/local/bin:$PATH && {info}"
+    );
+    let mut sh = std::process::Command::new("unshare");
+    sh.args(["--mount", "--propagation", "private", "sh", "-c", &script]).current_dir(&repo);
+    let out = harness::run_bounded(sh, harness::CTR_TIMEOUT, "the guide's install line").unwrap();
+    let bytes: u64 = text(&out.stdout).trim().parse().unwrap_or_default();
+    assert!(out.status.success() && bytes > 0, "`{script}`: {:?} {:?}", text(&out.stdout), text(&out.stderr));
+}
+
 #[test]
 fn the_kubernetes_guides_commands_run() {
     if !require_containerd() {
@@ -1008,9 +1035,10 @@ fn the_kubernetes_guides_commands_run() {
             .cloned()
             .unwrap_or_else(|| panic!("no `{prefix}` line in the guide"))
     };
+    let info = line("containerd-shim-rshim-v1 -info");
+    installed_as_the_guide_says(&line("cargo build --release "), &line("install "), &info);
     let setup = cri_setup();
     let path = format!("{}:{}", path_str(&setup.shim_dir), std::env::var("PATH").unwrap_or_default());
-    let info = line("containerd-shim-rshim-v1 -info");
     let mut sh = std::process::Command::new("sh");
     sh.args(["-c", &info]).env("PATH", &path);
     let out = harness::run_bounded(sh, harness::CTR_TIMEOUT, "the guide's -info line").unwrap();
