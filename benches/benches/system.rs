@@ -508,7 +508,7 @@ async fn main() {
         machine(&reaper).await
     )
     .unwrap();
-    writeln!(doc, "Every ratio compares two things measured in the same run, interleaved; absolute times move by ±20 % between runs on this shared VM. The raw-runc side of a ratio runs the runc commands the shim runs, with the same flags (`--log F --log-format json`, `--pid-file`, `--detach`, `--process`), and nothing else. In tables 3 to 7 the files of runc calls (pid files, logs, process files) of both sides, the shims' work directories and their sockets are on tmpfs (`/dev/shm`), as they are under `/run` on a production host; the bundles are on ext4. Table 8 keeps its bundles (where the shims' call files are), the raw side's files and the shims' sockets under `/tmp` and `/run`, both ext4 on this VM.\n").unwrap();
+    writeln!(doc, "Every ratio compares two things measured in the same run, interleaved; absolute times move by ±20 % between runs on this shared VM, and more from one day to the next. The raw-runc side of a ratio runs the runc commands the shim runs, with the same flags (`--log F --log-format json`, `--pid-file`, `--detach`, `--process`), and nothing else. In tables 3 to 7 the files of runc calls (pid files, logs, process files) of both sides, the shims' work directories and their sockets are on tmpfs (`/dev/shm`), as they are under `/run` on a production host; the bundles are on ext4. Table 8 keeps its bundles (where the shims' call files are), the raw side's files and the shims' sockets under `/tmp` and `/run`, both ext4 on this VM.\n").unwrap();
     criterion_tables(&mut doc);
 
     // 3: lifecycle, interleaved.
@@ -761,7 +761,7 @@ async fn main() {
         &mut doc,
         "guest.md",
         "11. runc, then crun, as containerd's runtime in a cgroup v2 guest (emulated CPU: compare ratios, not times)",
-        "RSHIM_BIN=<make daemon's containerd-shim-rshim-v1> python3 tests/guest/run.py -- sh -c 'for rt in runc crun; do SHIM_RUNC=$rt target/release/examples/containerd_shims 20; done'",
+        "cargo build --release -p shim-benches --example containerd_shims; RSHIM_BIN=<make daemon's containerd-shim-rshim-v1> python3 tests/guest/run.py -- sh -c 'for rt in runc crun; do SHIM_RUNC=$rt target/release/examples/containerd_shims 20; done'",
     );
 
     let out = root().join("docs/PERFORMANCE.md");

@@ -616,17 +616,53 @@ fn matches_with_pids(expected: &str, actual: &str, pids: &mut Vec<(String, Strin
     })
 }
 
+/// What a failed run of the daemon guide's session leaves is removed: the
+/// container (through its daemon, which then exits, or runc if that fails)
+/// and the session's files, so the next run starts clean.
+struct SessionGuard {
+    export: String,
+    /// (recorded, this run's) pids; the first is the container's init.
+    pids: Vec<(String, String)>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some((_, init)) = self.pids.first() {
+                let ctl = "shimctl --socket /run/shim/web.sock";
+                let script = format!(
+                    "{}; {ctl} kill --pid {init} --signal 9; {ctl} wait --pid {init}; {ctl} delete --pid {init}",
+                    self.export
+                );
+                let _ = Command::new("timeout").args(["30", "sh", "-c", &script]).current_dir(repo()).status();
+            }
+            let _ = Command::new("runc").args(["delete", "--force", "web"]).status();
+        }
+        let _ = std::fs::remove_dir_all("/tmp/tr");
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 #[test]
 fn the_daemon_guides_session_runs_as_written() {
     if !require_runc() {
         return;
     }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let repo = repo();
     let guide = std::fs::read_to_string(repo.join("docs/daemon.md")).unwrap();
     // The guide's install block: the build (which `make test` runs before
     // the tests) and the PATH line, run here before each command.
     let install = guide.split("```sh\n").nth(1).and_then(|b| b.split("```").next()).unwrap();
     let export = install.lines().find(|l| l.starts_with("export PATH=")).expect("the guide's PATH line");
+    let build = install.lines().find(|l| l.starts_with("cargo build ")).expect("the guide's build line");
+    let makefile = std::fs::read_to_string(repo.join("Makefile")).unwrap();
+    assert!(
+        makefile.contains(&build.replacen("cargo ", "$(CARGO) ", 1)),
+        "`make test` must run the guide's build line `{build}` before the tests"
+    );
     let built = repo.join("target/release/shimctl");
     if !built.is_file() || !repo.join("target/release/shim").is_file() {
         let why = format!("{} is missing: `make test` runs the guide's build line first", built.display());
@@ -637,14 +673,21 @@ fn the_daemon_guides_session_runs_as_written() {
     let block = guide.split("```text\n").find(|b| b.starts_with("$ shimctl bundle")).expect("the guide's session");
     let steps = session_steps(block.split("```").next().unwrap());
     assert!(steps.len() > 10, "the session has {} commands", steps.len());
-    // The session's own paths, left clean: only this test uses them.
-    let _ = std::fs::remove_dir_all("/tmp/tr");
+    // The session's own paths: only this test uses them, but a daemon a
+    // person started there from the guide is not ours to replace.
     let socket = Path::new("/run/shim/web.sock");
+    assert!(
+        std::os::unix::net::UnixStream::connect(socket).is_err(),
+        "a shim is serving {}: stop it before this test",
+        socket.display()
+    );
     let _ = std::fs::remove_file(socket);
-    let mut pids: Vec<(String, String)> = Vec::new();
+    let _ = std::fs::remove_dir_all("/tmp/tr");
+    let mut guard = SessionGuard { export: export.to_string(), pids: Vec::new() };
+    let pids = &mut guard.pids;
     for step in &steps {
         let mut command = step.command.clone();
-        for (recorded, bound) in &pids {
+        for (recorded, bound) in pids.iter() {
             command = command.replace(recorded.as_str(), bound);
         }
         if step.expected.first().is_some_and(|l| l.contains("UNAVAILABLE")) {
@@ -673,10 +716,9 @@ fn the_daemon_guides_session_runs_as_written() {
         wait_child(&mut child);
         let actual: Vec<&str> = out.lines().collect();
         let same = actual.len() == step.expected.len()
-            && step.expected.iter().zip(&actual).all(|(e, a)| matches_with_pids(e, a, &mut pids));
+            && step.expected.iter().zip(&actual).all(|(e, a)| matches_with_pids(e, a, pids));
         assert!(same, "`{command}` printed {actual:#?}, the guide says {:#?}", step.expected);
     }
-    let _ = std::fs::remove_dir_all("/tmp/tr");
 }
 
 #[test]

@@ -987,11 +987,6 @@ fn the_kubernetes_guides_configs_load() {
     assert!(loaded >= 1, "no containerd config block in {} for containerd {major}", guide.display());
 }
 
-/// The commands of docs/kubernetes.md that need no registry run as written:
-/// `-info` answers (with the built shim first in `PATH`, as an installed one
-/// would be), and the guide's `ctr run --runtime io.containerd.rshim.v1`
-/// line runs busybox through our runtime found by its name in containerd's
-/// `PATH` (the image imported under the name the guide pulls).
 /// The guide's `install` line as written, from the repository's root, and
 /// its `-info` line with what it installed, in a mount namespace of their
 /// own with a tmpfs on `/usr/local/bin`, so the machine's is not touched.
@@ -999,6 +994,11 @@ fn the_kubernetes_guides_configs_load() {
 /// runs as written before the tests.
 fn installed_as_the_guide_says(build: &str, install: &str, info: &str) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let makefile = std::fs::read_to_string(repo.join("Makefile")).unwrap();
+    assert!(
+        makefile.contains(&build.replacen("cargo ", "$(CARGO) ", 1)),
+        "`make test` must run the guide's build line `{build}` before the tests"
+    );
     let built = repo.join("target/release/containerd-shim-rshim-v1");
     if !built.is_file() {
         let why = format!("{} is missing: `make test` runs the guide's `{build}` first", built.display());
@@ -1019,6 +1019,11 @@ fn installed_as_the_guide_says(build: &str, install: &str, info: &str) {
     assert!(out.status.success() && bytes > 0, "`{script}`: {:?} {:?}", text(&out.stdout), text(&out.stderr));
 }
 
+/// The commands of docs/kubernetes.md that need no registry run as written:
+/// `-info` answers (with the built shim first in `PATH`, as an installed one
+/// would be), and the guide's `ctr run --runtime io.containerd.rshim.v1`
+/// line runs busybox through our runtime found by its name in containerd's
+/// `PATH` (the image imported under the name the guide pulls).
 #[test]
 fn the_kubernetes_guides_commands_run() {
     if !require_containerd() {

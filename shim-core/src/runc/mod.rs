@@ -29,11 +29,13 @@ use crate::runtime::{CreateSpec, Launched, Runtime};
 use crate::signal::Signal;
 use crate::stats::CgroupPaths;
 
-/// Runtimes whose state layout is known, with where each keeps its state
-/// when run as root without `--root`: both keep a container's state in
+/// Runtimes whose state layout is known: both keep a container's state in
 /// `<root>/<id>/` (crun's seen on crun 1.8: `status`, `config.json`,
-/// `exec.fifo` there) and refuse a create while that directory exists.
-const KNOWN_ROOTS: [(&str, &str); 2] = [("runc", "/run/runc"), ("crun", "/run/crun")];
+/// `exec.fifo` there) and refuse a create while that directory exists. With
+/// each, where it keeps its state when run as root without `--root`: runc in
+/// `/run/runc`; crun in `$XDG_RUNTIME_DIR/crun` when that is set, even for
+/// root, so for crun only a given root is known.
+const KNOWN_ROOTS: [(&str, Option<&str>); 2] = [("runc", Some("/run/runc")), ("crun", None)];
 
 /// The state root of `binary` run with `root` (`--root`), when the runtime
 /// is one of [`KNOWN_ROOTS`]; its default needs to be run as root to apply.
@@ -42,7 +44,7 @@ fn known_state_root(binary: &str, root: Option<&Path>, as_root: bool) -> Option<
     let (_, default) = KNOWN_ROOTS.iter().find(|(known, _)| name == *known)?;
     match root {
         Some(root) => Some(root.to_path_buf()),
-        None => as_root.then(|| PathBuf::from(default)),
+        None => default.filter(|_| as_root).map(PathBuf::from),
     }
 }
 
@@ -360,7 +362,7 @@ impl RuncRuntime {
     /// Whether the runtime already holds a container `id`. For runc and
     /// crun, whose state directories are known, a look at it; for other
     /// runtimes, their `state` command (a process more per Create: with crun
-    /// that was a third of the shim's own time in a lifecycle).
+    /// that was about half of the shim's own time in a lifecycle).
     async fn exists(&self, cli: &RuncCli, id: &str) -> bool {
         if let Some(root) = known_state_root(&cli.binary, cli.root.as_deref(), nix::unistd::Uid::effective().is_root())
         {
@@ -503,11 +505,14 @@ pub fn parse_pids(text: &[u8]) -> std::result::Result<Vec<u32>, String> {
 }
 
 /// Whether a failed `create` says the id was taken: runc 1.1 "container
-/// with given ID already exists", runc 1.0 "container with id exists".
+/// with given ID already exists", runc 1.0 "container with id exists",
+/// crun "container `ID` already exists".
 fn is_exists_error(e: &ShimError) -> bool {
     match e {
         ShimError::Runtime { message, .. } => {
-            message.contains("container with given ID already exists") || message.contains("container with id exists")
+            message.contains("container with given ID already exists")
+                || message.contains("container with id exists")
+                || (message.contains("container `") && message.contains("` already exists"))
         }
         _ => false,
     }
@@ -690,12 +695,27 @@ mod tests {
     fn state_roots_of_known_runtimes() {
         let given = Some(Path::new("/run/containerd/runc/k8s.io"));
         assert_eq!(known_state_root("runc", None, true), Some(PathBuf::from("/run/runc")));
-        assert_eq!(known_state_root("/usr/bin/crun", None, true), Some(PathBuf::from("/run/crun")));
+        // crun's default follows XDG_RUNTIME_DIR even for root: ask it.
+        assert_eq!(known_state_root("/usr/bin/crun", None, true), None);
         assert_eq!(known_state_root("crun", given, false), given.map(Path::to_path_buf));
         // Not root: the runtime's default is somewhere per user; ask it.
         assert_eq!(known_state_root("runc", None, false), None);
         // A runtime whose layout is not known, or a wrapper named otherwise.
         assert_eq!(known_state_root("youki", given, true), None);
         assert_eq!(known_state_root("/opt/runc-wrapper", given, true), None);
+    }
+
+    #[test]
+    fn a_taken_id_is_told_apart_in_each_runtimes_words() {
+        let failed = |message: &str| ShimError::Runtime {
+            binary: "rt".into(),
+            command: "create".into(),
+            message: message.into(),
+        };
+        // crun 1.8, seen in the guest; runc 1.1.
+        assert!(is_exists_error(&failed("container `c1` already exists")));
+        assert!(is_exists_error(&failed("container with given ID already exists")));
+        assert!(!is_exists_error(&failed("mkdir /sys/fs/cgroup/x: file exists")));
+        assert!(!is_exists_error(&failed("cgroup already exists")));
     }
 }
