@@ -612,8 +612,17 @@ fn log_uris(rt: &Runtime) {
     // Read before the task is deleted: the Go shim reports the exit before
     // its copies end, and a delete right after the exit (`--rm`) can cut
     // them short (seen on a slow CPU: "err" lost); ours has both by its exit.
-    wait_for_text(&file, &["out\n", "err\n"]);
-    cd.wait_task_status("l1", "STOPPED", WAIT);
+    if rt.is_reference() {
+        // And even without a delete, once (CI, host, containerd 1.6.20):
+        // "err" never reached the file. Its loss is recorded, not failed.
+        cd.wait_task_status("l1", "STOPPED", WAIT);
+        if let Err(got) = text_within(&file, &["out\n", "err\n"], Duration::from_secs(5)) {
+            eprintln!("the reference shim lost output of its file log: {got}");
+        }
+    } else {
+        wait_for_text(&file, &["out\n", "err\n"]);
+        cd.wait_task_status("l1", "STOPPED", WAIT);
+    }
     cd.ctr_ok(["task", "delete", "l1"]);
     cd.ctr_ok(["container", "delete", "l1"]);
 
@@ -791,13 +800,21 @@ fn cri_setup_with(options: &str) -> CriSetup {
 
 /// Waits until `path` holds every one of `needles`.
 fn wait_for_text(path: &Path, needles: &[&str]) -> String {
-    let deadline = std::time::Instant::now() + WAIT;
+    text_within(path, needles, WAIT).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// What `path` holds once it holds every one of `needles`, or, after
+/// `timeout`, what it holds instead.
+fn text_within(path: &Path, needles: &[&str], timeout: Duration) -> Result<String, String> {
+    let deadline = std::time::Instant::now() + timeout;
     loop {
         let got = std::fs::read_to_string(path).unwrap_or_default();
         if needles.iter().all(|n| got.contains(n)) {
-            return got;
+            return Ok(got);
         }
-        assert!(std::time::Instant::now() < deadline, "{} holds {got:?}, not all of {needles:?}", path.display());
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("{} holds {got:?}, not all of {needles:?}", path.display()));
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
