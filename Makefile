@@ -99,8 +99,8 @@ bench: deps daemon
 	@# runc and then crun (which refuses this host's hybrid cgroups) as
 	@# containerd's runtime in a cgroup v2 guest, one boot: emulated, so the
 	@# ratios of each run count, not its times. Only the tables are kept.
-	set -o pipefail; RSHIM_BIN=$(DAEMON_DIR)/containerd-shim-rshim-v1 python3 tests/guest/run.py -- sh -c \
-		'for rt in runc crun; do SHIM_RUNC=$$rt target/release/examples/containerd_shims 20 2>/dev/null || exit 1; done' \
+	set -o pipefail; RSHIM_BIN=$(DAEMON_DIR)/containerd-shim-rshim-v1 \
+		python3 tests/guest/run.py -- sh benches/scripts/guest_bench.sh 20 \
 		| sed -n '/^|/p;/^$$/p' | cat -s > target/bench/guest.md
 	NODE_BENCH_OUT=$(CURDIR)/target/bench/node.md RSHIM_BIN=$(DAEMON_DIR)/containerd-shim-rshim-v1 \
 		$(CARGO) test -p shim-examples --test containerd node_benchmark -- --ignored --nocapture

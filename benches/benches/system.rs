@@ -761,7 +761,7 @@ async fn main() {
         &mut doc,
         "guest.md",
         "11. runc, then crun, as containerd's runtime in a cgroup v2 guest (emulated CPU: compare ratios, not times)",
-        "cargo build --release -p shim-benches --example containerd_shims; RSHIM_BIN=<make daemon's containerd-shim-rshim-v1> python3 tests/guest/run.py -- sh -c 'for rt in runc crun; do SHIM_RUNC=$rt target/release/examples/containerd_shims 20; done'",
+        "make daemon; cargo build --release -p shim-benches --example containerd_shims; RSHIM_BIN=<make daemon's containerd-shim-rshim-v1> python3 tests/guest/run.py -- sh benches/scripts/guest_bench.sh 20",
     );
 
     let out = root().join("docs/PERFORMANCE.md");
