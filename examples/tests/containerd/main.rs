@@ -54,19 +54,31 @@ fn run_rm_passes_output_and_status(rt: &Runtime) {
     assert_eq!(text(&out.stderr), "err\n");
 
     events.until(|e| e.topic == "/containers/delete" && e.container() == Some("r1"), WAIT);
-    assert_eq!(
-        events.topics_for("r1"),
-        ["/containers/create", "/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete", "/containers/delete"],
-        "all lines: {:#?}",
-        events.lines()
-    );
+    let seen = events.topics_for("r1");
+    let mut expected = vec![
+        "/containers/create",
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/tasks/delete",
+        "/containers/delete",
+    ];
+    // The Go shim's /tasks/delete can be lost (see detached_session_and_events).
+    let delete_lost = rt.is_reference() && !seen.iter().any(|t| t == "/tasks/delete");
+    if delete_lost {
+        eprintln!("the reference shim's /tasks/delete was lost (a race with its own exit)");
+        expected.retain(|t| *t != "/tasks/delete");
+    }
+    assert_eq!(seen, expected, "all lines: {:#?}", events.lines());
     let of_r1 = events.for_container("r1");
     let exit = of_r1.iter().find(|e| e.topic == "/tasks/exit").expect("an exit event");
     assert_eq!(exit.payload["id"], "r1", "{exit:?}");
     assert_eq!(exit.payload["exit_status"], 3, "{exit:?}");
-    let delete = of_r1.iter().find(|e| e.topic == "/tasks/delete").expect("a delete event");
-    assert_eq!(delete.payload["exit_status"], 3, "{delete:?}");
-    assert_eq!(delete.payload["pid"], exit.payload["pid"], "{delete:?} vs {exit:?}");
+    if !delete_lost {
+        let delete = of_r1.iter().find(|e| e.topic == "/tasks/delete").expect("a delete event");
+        assert_eq!(delete.payload["exit_status"], 3, "{delete:?}");
+        assert_eq!(delete.payload["pid"], exit.payload["pid"], "{delete:?} vs {exit:?}");
+    }
 
     cd.assert_no_leftovers();
     no_socket_left(&cd, rt);
@@ -186,7 +198,8 @@ fn detached_session_and_events(rt: &Runtime) {
     // Shutdown that follows: once (containerd 2.3.4, CI) it never arrived.
     // Ours queues it in Delete and sends its whole queue before it exits:
     // it must be there.
-    if rt.is_reference() && !seen.iter().any(|t| t == "/tasks/delete") {
+    let delete_lost = rt.is_reference() && !seen.iter().any(|t| t == "/tasks/delete");
+    if delete_lost {
         eprintln!("the reference shim's /tasks/delete was lost (a race with its own exit)");
         expected.retain(|t| *t != "/tasks/delete");
     }
@@ -207,9 +220,11 @@ fn detached_session_and_events(rt: &Runtime) {
     assert_eq!(init_exit.payload["id"], id, "{init_exit:?}");
     assert_eq!(init_exit.payload["pid"], pid, "{init_exit:?}");
     assert_eq!(init_exit.payload["exit_status"], 137, "{init_exit:?}");
-    let delete = nth_event(&of_d1, "/tasks/delete", 0);
-    assert_eq!(delete.payload["pid"], pid, "{delete:?}");
-    assert_eq!(delete.payload["exit_status"], 137, "{delete:?}");
+    if !delete_lost {
+        let delete = nth_event(&of_d1, "/tasks/delete", 0);
+        assert_eq!(delete.payload["pid"], pid, "{delete:?}");
+        assert_eq!(delete.payload["exit_status"], 137, "{delete:?}");
+    }
 
     cd.assert_no_leftovers();
     no_socket_left(&cd, rt);
