@@ -189,22 +189,27 @@ async fn shim_lifecycle(binary: PathBuf, bundle: PathBuf, id: String, ttrpc: Pat
     let server =
         call::<_, api::ConnectResponse>(&client, "Connect", api::ConnectRequest { id: id.clone() }).await.shim_pid;
     laps.step(1);
-    call::<_, api::CreateTaskResponse>(&client, "Create", create_request(&id, &bundle)).await;
-    laps.step(2);
-    call::<_, api::StartResponse>(&client, "Start", api::StartRequest { id: id.clone(), ..Default::default() }).await;
-    laps.step(3);
-    let waited: api::WaitResponse =
-        call(&client, "Wait", api::WaitRequest { id: id.clone(), ..Default::default() }).await;
-    assert_eq!(waited.exit_status, 0);
-    laps.step(4);
-    call::<_, api::DeleteResponse>(&client, "Delete", api::DeleteRequest { id: id.clone(), ..Default::default() })
-        .await;
-    laps.step(5);
+    run_task(&client, &id, &bundle, &mut laps).await;
     shut_down(client, id, server).await;
     laps.step(6);
     let timed = laps.done();
     fresh_bundle(&bundle);
     timed
+}
+
+/// Create, Start, Wait (for exit status 0) and Delete of task `id` in
+/// `bundle`, as containerd sends them: laps 2 to 5.
+async fn run_task(client: &Client, id: &str, bundle: &Path, laps: &mut Laps) {
+    call::<_, api::CreateTaskResponse>(client, "Create", create_request(id, bundle)).await;
+    laps.step(2);
+    call::<_, api::StartResponse>(client, "Start", api::StartRequest { id: id.into(), ..Default::default() }).await;
+    laps.step(3);
+    let waited: api::WaitResponse =
+        call(client, "Wait", api::WaitRequest { id: id.into(), ..Default::default() }).await;
+    assert_eq!(waited.exit_status, 0);
+    laps.step(4);
+    call::<_, api::DeleteResponse>(client, "Delete", api::DeleteRequest { id: id.into(), ..Default::default() }).await;
+    laps.step(5);
 }
 
 /// Leaves only what containerd puts in a new bundle (`config.json`, the
@@ -256,17 +261,7 @@ async fn pod_container(binary: &Path, bundle: &Path, id: String, ttrpc: &Path, p
     // Otherwise this would time a shim of its own, not the pod's.
     assert_eq!(server, pod, "{} started a shim for {id} instead of using its pod's", binary.display());
     laps.step(1);
-    call::<_, api::CreateTaskResponse>(&client, "Create", create_request(&id, bundle)).await;
-    laps.step(2);
-    call::<_, api::StartResponse>(&client, "Start", api::StartRequest { id: id.clone(), ..Default::default() }).await;
-    laps.step(3);
-    let waited: api::WaitResponse =
-        call(&client, "Wait", api::WaitRequest { id: id.clone(), ..Default::default() }).await;
-    assert_eq!(waited.exit_status, 0);
-    laps.step(4);
-    call::<_, api::DeleteResponse>(&client, "Delete", api::DeleteRequest { id: id.clone(), ..Default::default() })
-        .await;
-    laps.step(5);
+    run_task(&client, &id, bundle, &mut laps).await;
     let shutdown = api::ShutdownRequest { id, now: false };
     call::<_, ()>(&client, "Shutdown", shutdown).await;
     laps.step(6);

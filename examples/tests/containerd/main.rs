@@ -23,6 +23,23 @@ use std::time::Duration;
 use harness::{require_containerd, text, Containerd, CriSetup, Event, Runtime, WAIT};
 use prost::Message;
 
+/// Asserts that a container's events are `expected`, in order; returns
+/// whether `/tasks/delete` was missing from the reference shim's, which is
+/// then let go: containerd's Go shim sends it from a queue and exits at the
+/// Shutdown that follows, and once (containerd 2.3.4, CI) it never arrived.
+/// Ours queues it in Delete and sends its whole queue before it exits: it
+/// must be there.
+fn assert_topics(rt: &Runtime, seen: Vec<String>, expected: &[&str], events: &harness::EventRecorder) -> bool {
+    let delete_lost = rt.is_reference() && !seen.iter().any(|t| t == "/tasks/delete");
+    let mut expected = expected.to_vec();
+    if delete_lost {
+        eprintln!("the reference shim's /tasks/delete was lost (a race with its own exit)");
+        expected.retain(|t| *t != "/tasks/delete");
+    }
+    assert_eq!(seen, expected, "all lines: {:#?}", events.lines());
+    delete_lost
+}
+
 /// The `nth` (from 0) event of `topic` among `events`.
 fn nth_event<'a>(events: &'a [Event], topic: &str, nth: usize) -> &'a Event {
     events
@@ -54,22 +71,9 @@ fn run_rm_passes_output_and_status(rt: &Runtime) {
     assert_eq!(text(&out.stderr), "err\n");
 
     events.until(|e| e.topic == "/containers/delete" && e.container() == Some("r1"), WAIT);
-    let seen = events.topics_for("r1");
-    let mut expected = vec![
-        "/containers/create",
-        "/tasks/create",
-        "/tasks/start",
-        "/tasks/exit",
-        "/tasks/delete",
-        "/containers/delete",
-    ];
-    // The Go shim's /tasks/delete can be lost (see detached_session_and_events).
-    let delete_lost = rt.is_reference() && !seen.iter().any(|t| t == "/tasks/delete");
-    if delete_lost {
-        eprintln!("the reference shim's /tasks/delete was lost (a race with its own exit)");
-        expected.retain(|t| *t != "/tasks/delete");
-    }
-    assert_eq!(seen, expected, "all lines: {:#?}", events.lines());
+    let expected =
+        ["/containers/create", "/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete", "/containers/delete"];
+    let delete_lost = assert_topics(rt, events.topics_for("r1"), &expected, &events);
     let of_r1 = events.for_container("r1");
     let exit = of_r1.iter().find(|e| e.topic == "/tasks/exit").expect("an exit event");
     assert_eq!(exit.payload["id"], "r1", "{exit:?}");
@@ -178,8 +182,7 @@ fn detached_session_and_events(rt: &Runtime) {
     cd.ctr_ok(["container", "delete", id]);
 
     events.until(|e| e.topic == "/containers/delete" && e.container() == Some(id), WAIT);
-    let seen = events.topics_for(id);
-    let mut expected = vec![
+    let expected = [
         "/snapshot/prepare",
         "/containers/create",
         "/tasks/create",
@@ -194,16 +197,7 @@ fn detached_session_and_events(rt: &Runtime) {
         "/snapshot/remove",
         "/containers/delete",
     ];
-    // containerd's Go shim sends /tasks/delete from a queue and exits at the
-    // Shutdown that follows: once (containerd 2.3.4, CI) it never arrived.
-    // Ours queues it in Delete and sends its whole queue before it exits:
-    // it must be there.
-    let delete_lost = rt.is_reference() && !seen.iter().any(|t| t == "/tasks/delete");
-    if delete_lost {
-        eprintln!("the reference shim's /tasks/delete was lost (a race with its own exit)");
-        expected.retain(|t| *t != "/tasks/delete");
-    }
-    assert_eq!(seen, expected, "all lines: {:#?}", events.lines());
+    let delete_lost = assert_topics(rt, events.topics_for(id), &expected, &events);
     let of_d1 = events.for_container(id);
     let create = nth_event(&of_d1, "/tasks/create", 0);
     assert_eq!(create.payload["pid"], pid, "{create:?}");
